@@ -1,0 +1,124 @@
+# libsockserver - a plain Makefile: out-of-tree build/, automatic header
+# dependencies.  `make`, `make test`, `make demo`, `make install`.
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+PCDIR   ?= $(LIBDIR)/pkgconfig
+BUILD   ?= build
+
+VERSION   := 0.1.0
+SOVERSION := 0
+
+WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+# SAN: sanitizer flags, for compiling and linking (see asan/tsan below).
+SAN     ?=
+override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Iinclude -MMD -MP $(SAN)
+LDLIBS  := $(SAN) -lpthread -lm
+
+LIB_SRC := $(wildcard src/*.c)
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+LIB_PIC := $(LIB_SRC:src/%.c=$(BUILD)/pic/%.o)
+STATIC  := $(BUILD)/libsockserver.a
+SHARED  := $(BUILD)/libsockserver.so.$(VERSION)
+SONAME  := libsockserver.so.$(SOVERSION)
+
+EX_COMMON := examples/common.c
+EX_SRC  := $(filter-out $(EX_COMMON),$(wildcard examples/*.c))
+EX_BIN  := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
+
+TEST_SUPPORT := tests/support.c
+TEST_SRC := $(filter-out $(TEST_SUPPORT),$(wildcard tests/test_*.c))
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all lib examples test check-cmocka demo install uninstall clean asan tsan
+
+all: lib examples
+
+lib: $(STATIC) $(SHARED) $(BUILD)/libsockserver.so
+
+$(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
+	$(CC) $(CFLAGS) -fvisibility=hidden -c $< -o $@
+
+$(BUILD)/pic/%.o: src/%.c | $(BUILD)/pic
+	$(CC) $(CFLAGS) -fvisibility=hidden -fPIC -c $< -o $@
+
+$(STATIC): $(LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(SHARED): $(LIB_PIC)
+	$(CC) -shared -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libsockserver.so: $(SHARED)
+	ln -sf libsockserver.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+examples: $(EX_BIN)
+
+$(BUILD)/examples/%: examples/%.c $(EX_COMMON) $(STATIC) | $(BUILD)/examples
+	$(CC) $(CFLAGS) -Iexamples $< $(EX_COMMON) $(STATIC) $(LDLIBS) -o $@
+
+$(BUILD)/obj $(BUILD)/pic $(BUILD)/examples $(BUILD)/tests:
+	mkdir -p $@
+
+# cmocka is the only test dependency.  When it is missing, install it as
+# root on Debian/Ubuntu, or stop and say exactly what to run.
+check-cmocka:
+	@printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void){return 0;}\n' \
+	  | $(CC) -x c - -o /dev/null -lcmocka 2>/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "cmocka missing: installing libcmocka-dev"; \
+	  (apt-get install -y -q libcmocka-dev || (apt-get update -q && apt-get install -y -q libcmocka-dev)) >/dev/null; \
+	else \
+	  echo "cmocka is missing: run  sudo apt-get install libcmocka-dev"; exit 1; \
+	fi
+
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(STATIC) | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Itests $< $(TEST_SUPPORT) $(STATIC) -lcmocka $(LDLIBS) -o $@
+
+# Each test binary runs in turn; the first failure fails `make test`.
+test: check-cmocka
+	@$(MAKE) --no-print-directory $(TEST_BIN) examples
+	@BUILD=$(BUILD) ./tests/run_tests.sh $(TEST_BIN)
+
+demo: all
+	@./examples/demo.sh $(BUILD)/examples
+
+# The whole suite under AddressSanitizer + UBSan (leak detection on), and
+# under ThreadSanitizer, each in its own build directory.
+asan:
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(MAKE) BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test
+
+tsan:
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	$(MAKE) BUILD=build/tsan CC=clang CFLAGS="-O1 -g" SAN="-fsanitize=thread" test
+
+$(BUILD)/sockserver.pc: Makefile | $(BUILD)/obj
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
+	  'Name: sockserver' \
+	  "Description: Python's socketserver for C: servers, hooks, handlers, mixins" \
+	  'Version: $(VERSION)' 'Libs: -L$${libdir} -lsockserver' \
+	  'Libs.private: -lpthread -lm' 'Cflags: -I$${includedir}' > $@
+
+install: lib $(BUILD)/sockserver.pc
+	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PCDIR)
+	install -m 644 include/sockserver.h $(DESTDIR)$(INCDIR)/
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf libsockserver.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsockserver.so
+	install -m 644 $(BUILD)/sockserver.pc $(DESTDIR)$(PCDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR)/sockserver.h $(DESTDIR)$(LIBDIR)/libsockserver.a \
+	      $(DESTDIR)$(LIBDIR)/libsockserver.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	      $(DESTDIR)$(LIBDIR)/libsockserver.so.$(VERSION) $(DESTDIR)$(PCDIR)/sockserver.pc
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(LIB_PIC:.o=.d)

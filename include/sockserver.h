@@ -1,0 +1,597 @@
+/*
+ * sockserver.h - libsockserver: Python's socketserver for C.
+ *
+ * A server object (sks_server) owns the listening socket and the request
+ * loop.  A handler class (sks_handler_class) owns the protocol.  Between
+ * them sits a table of overridable hooks (sks_server_ops), one member per
+ * method of Python's BaseServer, named as in Python.
+ *
+ * Conventions, for every function in this header unless it says otherwise:
+ *   - Errors: functions that can fail return 0 (or a non-negative count) on
+ *     success and a negative errno value on failure (-EINVAL, -EADDRINUSE,
+ *     ...), or one of the SKS_E* codes below.  sks_strerror() names them.
+ *     Nothing in the library prints, exits or aborts, except the default
+ *     handle_error hook, which prints to stderr as documented.
+ *   - Ownership is stated per type.
+ *   - "Thread safety:" lines say which calls may run concurrently.
+ *
+ * MIT licence; see LICENSE.
+ */
+#ifndef SOCKSERVER_H
+#define SOCKSERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SKS_EXTERN __attribute__((visibility("default")))
+#else
+#define SKS_EXTERN
+#endif
+
+#define SKS_VERSION_MAJOR 0
+#define SKS_VERSION_MINOR 1
+#define SKS_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Library-specific error codes.  They are negative like the -errno values
+ * and far below any errno, so one int carries either.
+ */
+enum {
+    SKS_EHANDLER = -20001, /* a request handler reported failure */
+    SKS_EADDRESS = -20002, /* an address string could not be parsed */
+    SKS_ECLOSED = -20003,  /* the server has been closed (server_close) */
+};
+
+/*
+ * Returns a static, human-readable description of an error code: a
+ * negative errno value or an SKS_E* code (a positive errno is accepted too).
+ * Never returns NULL.  Thread safety: safe from any thread.
+ */
+SKS_EXTERN const char *sks_strerror(int err);
+
+/*
+ * Returns the symbolic name of an error code ("ECONNRESET", "SKS_EHANDLER"),
+ * or "E?" for an unknown one.  Never returns NULL.  Thread safety: any.
+ */
+SKS_EXTERN const char *sks_errname(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Addresses                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A socket address of any family this library serves: AF_INET, AF_INET6 or
+ * AF_UNIX.  Plain data: copy it freely.  `len` is the meaningful length of
+ * `u`; an unnamed Unix peer has len == sizeof(sa_family_t) (or 0).
+ */
+typedef struct sks_addr {
+    socklen_t len;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+        struct sockaddr_un un;
+        struct sockaddr_storage ss;
+    } u;
+} sks_addr;
+
+/* Enough room for any address sks_addr_format() writes, with its NUL. */
+#define SKS_ADDRSTRLEN 448
+
+/*
+ * Parses an address string into *out.  Accepted forms:
+ *   "127.0.0.1:9000"     IPv4 literal and port
+ *   "[::1]:9000"         IPv6 literal in brackets ("[fe80::1%lo]:9000" too)
+ *   ":9000"              all IPv4 interfaces (as Python's ('', 9000))
+ *   "localhost:9000"     a host name, resolved with getaddrinfo() (this may
+ *                        block on name service); the first result is used
+ *   "unix:/path/to.sock" a Unix socket path (relative paths are allowed)
+ *   "unix:@name"         a Linux abstract socket name; "\xHH" escapes in the
+ *                        name stand for arbitrary bytes
+ *   "unix:"              the unnamed Unix address (as a peer, never to bind)
+ * The port must be 0..65535; port 0 asks the kernel for a free port at bind.
+ * Returns 0, SKS_EADDRESS for a malformed string, -ENAMETOOLONG for a Unix
+ * path that does not fit, or -EHOSTUNREACH when a name does not resolve.
+ * Thread safety: any.
+ */
+SKS_EXTERN int sks_addr_parse(const char *str, sks_addr *out);
+
+/*
+ * Formats an address in the syntax sks_addr_parse() reads, so that
+ * parse(format(a)) == a: "127.0.0.1:54321", "[::1]:9000",
+ * "unix:/tmp/s.sock", "unix:@name", "unix:" for an unnamed peer.
+ * Writes at most cap bytes including the NUL.  Returns the string length,
+ * -ENOSPC when cap is too small (SKS_ADDRSTRLEN always suffices), or
+ * -EAFNOSUPPORT for another family.  Thread safety: any.
+ */
+SKS_EXTERN int sks_addr_format(const sks_addr *addr, char *buf, size_t cap);
+
+/* ------------------------------------------------------------------------ */
+/* Core types                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The server.  Opaque.  Created by sks_server_new(), released by
+ * sks_server_free().  The application owns it.
+ */
+typedef struct sks_server sks_server;
+
+/*
+ * One request: an accepted connection (stream servers) or one received
+ * datagram plus the server socket (datagram servers).  Opaque.  The
+ * library owns a request: it is created by get_request and ends when
+ * sks_server_shutdown_request() has run; hooks and handlers may use it only
+ * until then.
+ */
+typedef struct sks_request sks_request;
+
+/*
+ * One handler instance, created per request on the stack of the thread
+ * that runs finish_request.  Opaque; valid only during setup/handle/finish.
+ */
+typedef struct sks_handler sks_handler;
+
+/* Buffered reader and writer of a handler (rfile and wfile in Python). */
+typedef struct sks_rfile sks_rfile;
+typedef struct sks_wfile sks_wfile;
+
+/* ------------------------------------------------------------------------ */
+/* The hook table                                                            */
+/* ------------------------------------------------------------------------ */
+
+#define SKS_OPS_VERSION 1
+
+/*
+ * The table of overridable hooks: one member per method of Python's
+ * BaseServer, with Python's names and order of calls (see README).
+ *
+ * To override a hook, copy a variant's table, replace members, and pass the
+ * copy to sks_server_new(); your hook calls the variant's own member as
+ * "super", e.g. `return sks_tcp_ops.verify_request(srv, req) && mine(req);`.
+ * The member functions of every exported table are also exported by name
+ * (sks_tcp_get_request, ...), so tables can be built with static
+ * designated initializers.  A table must outlive every server using it.
+ *
+ * Every hook receives the server.  Hooks that receive a request may use it
+ * only as its ownership rule allows (see sks_request).
+ */
+typedef struct sks_server_ops {
+    /* SKS_OPS_VERSION; lets the table grow without breaking the ABI. */
+    unsigned version;
+    /* Name for diagnostics ("TCPServer", "ThreadingUDPServer"). */
+    const char *name;
+    /* AF_INET (the address picks IPv4 or IPv6) or AF_UNIX. */
+    int address_family;
+    /* SOCK_STREAM or SOCK_DGRAM. */
+    int socket_type;
+    /*
+     * The table a mixin wrapped (NULL in a transport's own table).  The
+     * mixin's hooks delegate to it; see sks_threading_mixin().
+     */
+    const struct sks_server_ops *parent;
+
+    /* Sets socket options and binds the socket to the server address, then
+     * stores the real bound address (port 0 resolved).  0 or -errno. */
+    int (*server_bind)(sks_server *srv);
+    /* listen() for stream servers; nothing for datagram ones. */
+    int (*server_activate)(sks_server *srv);
+    /* Takes the next request: accept() or recvfrom().  On success stores a
+     * new request in *out and returns 0.  -EAGAIN when nothing is pending.
+     * Errors are not reported to handle_error, as in Python; the loop backs
+     * off on descriptor/memory exhaustion instead of spinning. */
+    int (*get_request)(sks_server *srv, sks_request **out);
+    /* Returns true to process the request, false to refuse it (the loop
+     * then calls shutdown_request and no handler runs).  Default: true. */
+    bool (*verify_request)(sks_server *srv, sks_request *req);
+    /* Takes ownership of req.  Default: finish_request, then
+     * sks_server_shutdown_request.  The mixins run the same two steps in a
+     * thread or child.  On a non-zero return the request has not been
+     * shut down: the loop calls handle_error, then shutdown_request. */
+    int (*process_request)(sks_server *srv, sks_request *req);
+    /* Runs the handler class on the request (setup, handle, finish).
+     * Returns the handler's error, or 0. */
+    int (*finish_request)(sks_server *srv, sks_request *req);
+    /* Ends the connection: SHUT_WR (stream), then close_request.  Does not
+     * free req; the library does after this hook returns. */
+    void (*shutdown_request)(sks_server *srv, sks_request *req);
+    /* Closes the request's socket (stream); nothing for datagrams. */
+    void (*close_request)(sks_server *srv, sks_request *req);
+    /* Reports a failed request; err is the error code.  Default prints the
+     * block documented at sks_base_handle_error to stderr.  May run in
+     * request threads and forked children concurrently. */
+    void (*handle_error)(sks_server *srv, sks_request *req, int err);
+    /* Called by sks_server_handle_request() when its timeout expires. */
+    void (*handle_timeout)(sks_server *srv);
+    /* Called once per sks_server_serve_forever() loop turn. */
+    void (*service_actions)(sks_server *srv);
+    /* Closes the listening socket (and, in mixins, waits for requests). */
+    void (*server_close)(sks_server *srv);
+} sks_server_ops;
+
+/* The transports' tables (Python's TCPServer, UDPServer, UnixStreamServer,
+ * UnixDatagramServer). */
+SKS_EXTERN extern const sks_server_ops sks_tcp_ops;
+SKS_EXTERN extern const sks_server_ops sks_udp_ops;
+SKS_EXTERN extern const sks_server_ops sks_unix_stream_ops;
+SKS_EXTERN extern const sks_server_ops sks_unix_dgram_ops;
+
+/* BaseServer's hooks, shared by every transport. */
+SKS_EXTERN bool sks_base_verify_request(sks_server *srv, sks_request *req);
+SKS_EXTERN int sks_base_process_request(sks_server *srv, sks_request *req);
+SKS_EXTERN int sks_base_finish_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_base_shutdown_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_base_close_request(sks_server *srv, sks_request *req);
+/*
+ * Default handle_error: writes to stderr, in one piece,
+ *   ----------------------------------------
+ *   Exception occurred during processing of request from 127.0.0.1:54321
+ *   Error: Connection reset by peer (ECONNRESET)
+ *   ----------------------------------------
+ * (the first two lines and the dashes as Python's).  req may be NULL, then
+ * the address reads "unknown".  Thread safety: any.
+ */
+SKS_EXTERN void sks_base_handle_error(sks_server *srv, sks_request *req, int err);
+SKS_EXTERN void sks_base_handle_timeout(sks_server *srv);
+SKS_EXTERN void sks_base_service_actions(sks_server *srv);
+
+/* TCPServer's hooks (UnixStreamServer uses them too, but for bind/close). */
+SKS_EXTERN int sks_tcp_server_bind(sks_server *srv);
+SKS_EXTERN int sks_tcp_server_activate(sks_server *srv);
+SKS_EXTERN int sks_tcp_get_request(sks_server *srv, sks_request **out);
+SKS_EXTERN void sks_tcp_shutdown_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_tcp_close_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_tcp_server_close(sks_server *srv);
+
+/* UDPServer's hooks (UnixDatagramServer uses them too, but bind/close). */
+SKS_EXTERN int sks_udp_server_activate(sks_server *srv);
+SKS_EXTERN int sks_udp_get_request(sks_server *srv, sks_request **out);
+SKS_EXTERN void sks_udp_shutdown_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_udp_close_request(sks_server *srv, sks_request *req);
+
+/* Unix servers' bind and close: the socket-file policy (see
+ * sks_server_set_unlink_stale and sks_server_set_unlink_on_close). */
+SKS_EXTERN int sks_unix_server_bind(sks_server *srv);
+SKS_EXTERN void sks_unix_server_close(sks_server *srv);
+
+/* ------------------------------------------------------------------------ */
+/* Handler classes                                                           */
+/* ------------------------------------------------------------------------ */
+
+#define SKS_HANDLER_VERSION 1
+
+/*
+ * A request-handler "class": Python's BaseRequestHandler and its
+ * attributes.  Fill it with designated initializers; members left 0/NULL
+ * take the defaults given.  Per request, the library creates an instance
+ * and calls setup; if setup succeeded, handle; then finish, even when
+ * handle failed.  Each returns 0 or an error code (a negative errno or
+ * SKS_EHANDLER); finish_request returns finish's error if it has one,
+ * else handle's, else setup's.
+ *
+ * The Stream and Datagram flavours are the setup/finish pairs below:
+ *   { .setup = sks_stream_setup, .handle = my_handle,
+ *     .finish = sks_stream_finish }
+ * A setup override calls the flavour's setup first; a finish override calls
+ * the flavour's finish last.
+ */
+typedef struct sks_handler_class {
+    unsigned version;            /* SKS_HANDLER_VERSION (0 is read as 1) */
+    const char *name;            /* for diagnostics; may be NULL */
+    int (*setup)(sks_handler *h);  /* NULL: nothing */
+    int (*handle)(sks_handler *h); /* NULL: nothing */
+    int (*finish)(sks_handler *h); /* NULL: nothing */
+    /* Stream flavour attributes (Python's StreamRequestHandler): */
+    size_t rbufsize;  /* read buffer, and so the longest line readline can
+                         return in one piece; 0: 8192 (Python's default) */
+    size_t wbufsize;  /* 0: unbuffered, every write is sent in full at once
+                         (Python's default); else a write buffer size */
+    double timeout;   /* per-operation I/O timeout in seconds; 0: none */
+    bool disable_nagle_algorithm; /* TCP_NODELAY on TCP connections */
+} sks_handler_class;
+
+/* StreamRequestHandler: setup makes rfile/wfile on the connection (applies
+ * timeout and TCP_NODELAY); finish flushes wfile (a failure to flush is
+ * ignored, as in Python) and releases both. */
+SKS_EXTERN int sks_stream_setup(sks_handler *h);
+SKS_EXTERN int sks_stream_finish(sks_handler *h);
+
+/* DatagramRequestHandler: setup makes rfile read the packet and wfile
+ * collect the reply; finish sends the collected bytes (possibly none) to
+ * the client in one datagram and returns sendto's error, if any (e.g. an
+ * unnamed Unix peer: -EDESTADDRREQ), so handle_error reports it. */
+SKS_EXTERN int sks_datagram_setup(sks_handler *h);
+SKS_EXTERN int sks_datagram_finish(sks_handler *h);
+
+/* Ready classes whose handle does nothing; copy and set .handle. */
+SKS_EXTERN extern const sks_handler_class sks_stream_handler;
+SKS_EXTERN extern const sks_handler_class sks_datagram_handler;
+
+/* Instance fields (Python's self.server, self.request, ...). */
+SKS_EXTERN sks_server *sks_handler_server(const sks_handler *h);
+SKS_EXTERN sks_request *sks_handler_request(const sks_handler *h);
+SKS_EXTERN const sks_addr *sks_handler_client_address(const sks_handler *h);
+/* NULL unless a flavour's setup ran. */
+SKS_EXTERN sks_rfile *sks_handler_rfile(const sks_handler *h);
+SKS_EXTERN sks_wfile *sks_handler_wfile(const sks_handler *h);
+/* One pointer of per-instance user state, NULL at the start of setup. */
+SKS_EXTERN void *sks_handler_get_user(const sks_handler *h);
+SKS_EXTERN void sks_handler_set_user(sks_handler *h, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The connected socket (stream) or the server socket (datagram).  Use it
+ * for socket options; do the I/O through rfile/wfile. */
+SKS_EXTERN int sks_request_fd(const sks_request *req);
+SKS_EXTERN const sks_addr *sks_request_client_address(const sks_request *req);
+/* Datagram requests: the packet (NULL and 0 for stream requests), and
+ * whether the kernel truncated it to max_packet_size (MSG_TRUNC). */
+SKS_EXTERN const void *sks_request_packet(const sks_request *req, size_t *len);
+SKS_EXTERN bool sks_request_truncated(const sks_request *req);
+
+/* ------------------------------------------------------------------------ */
+/* Readers and writers (rfile, wfile)                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Reads one line: bytes up to and including '\n', at most cap bytes (the
+ * maximum line length, as Python's readline(limit)).  A longer line is
+ * returned in pieces of cap bytes, none ending in '\n'.  Returns the number
+ * of bytes stored (not NUL-terminated), 0 at end of input, or -errno
+ * (-ETIMEDOUT after the handler's timeout).  Thread safety: one thread per
+ * rfile.
+ */
+SKS_EXTERN ssize_t sks_rfile_readline(sks_rfile *r, void *buf, size_t cap);
+
+/*
+ * Zero-copy readline: sets *line to the next line inside the reader's
+ * buffer, valid until the next call on r.  At most min(max, rbufsize)
+ * bytes; returns the length, 0 at end of input, or -errno.
+ */
+SKS_EXTERN ssize_t sks_rfile_readline_view(sks_rfile *r, const char **line,
+                                           size_t max);
+
+/* Reads exactly n bytes unless end of input comes first (Python's
+ * read(n)).  Returns the count read, 0 at end of input, or -errno. */
+SKS_EXTERN ssize_t sks_rfile_read(sks_rfile *r, void *buf, size_t n);
+
+/* Reads everything up to end of input into a new malloc'd buffer (*data,
+ * caller frees) of at most max bytes; -EMSGSIZE if there is more. */
+SKS_EXTERN ssize_t sks_rfile_read_all(sks_rfile *r, void **data, size_t max);
+
+/* Writes all n bytes (buffered if wbufsize > 0; datagram: collected).
+ * Returns n or -errno (-EPIPE when the peer has gone; never SIGPIPE). */
+SKS_EXTERN ssize_t sks_wfile_write(sks_wfile *w, const void *buf, size_t n);
+
+/* Sends what is buffered.  0 or -errno.  No-op for datagram wfiles (the
+ * reply goes out in finish). */
+SKS_EXTERN int sks_wfile_flush(sks_wfile *w);
+
+/* The socket under the writer (Python's wfile.fileno()); -1 if none. */
+SKS_EXTERN int sks_wfile_fileno(const sks_wfile *w);
+
+/* ------------------------------------------------------------------------ */
+/* Servers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* sks_server_new flags. */
+enum {
+    /* Do not bind and activate at creation: set options, then call
+     * sks_server_bind_and_activate() (Python's bind_and_activate=False). */
+    SKS_NO_BIND = 1u << 0,
+};
+
+/*
+ * Creates a server for the transport/mixin table ops, serving address (see
+ * sks_addr_parse) with the handler class handler.  Unless SKS_NO_BIND is in
+ * flags, binds and activates at once; on failure everything is released
+ * (no descriptor leaks) and *out is left NULL.  ops and handler must outlive
+ * the server.  `user` is the server's user pointer (sks_server_user).
+ * Returns 0, -EAFNOSUPPORT when the address family does not suit ops
+ * (a unix: address with sks_tcp_ops), SKS_EADDRESS, or the bind/listen
+ * error (-EADDRINUSE, -EACCES, ...).  Thread safety: any.
+ */
+SKS_EXTERN int sks_server_new(sks_server **out, const sks_server_ops *ops,
+                              const char *address,
+                              const sks_handler_class *handler, void *user,
+                              unsigned flags);
+
+/* server_bind then server_activate, through the table; on failure the
+ * socket is closed (server_close).  For servers made with SKS_NO_BIND. */
+SKS_EXTERN int sks_server_bind_and_activate(sks_server *srv);
+
+/*
+ * Closes the server if it is not closed yet (server_close through the
+ * table) and releases it.  Daemon request threads still running keep the
+ * memory alive until they end; nothing else may use srv afterwards.
+ * NULL is a no-op.  Must not run while serve_forever runs.
+ */
+SKS_EXTERN void sks_server_free(sks_server *srv);
+
+/*
+ * Handles requests until shutdown is requested (Python's serve_forever):
+ * each turn waits up to poll_interval seconds for a request or a shutdown
+ * request, handles at most one request, then calls service_actions.
+ * shutdown ends the wait at once; poll_interval only paces
+ * service_actions.  Returns 0 after a shutdown, SKS_ECLOSED if the server
+ * is closed, -EBUSY if another thread is serving.  Thread safety: one
+ * serving thread per server.
+ */
+SKS_EXTERN int sks_server_serve_forever(sks_server *srv, double poll_interval);
+
+/*
+ * Asks serve_forever to stop and waits until it has returned (Python's
+ * shutdown).  If serve_forever has not started yet, it waits for that run
+ * to start and return, as Python does.  Called from the serving thread
+ * itself (a handler of a synchronous server), it only requests the stop
+ * and returns at once instead of deadlocking.  Does not close the socket:
+ * call sks_server_close() too.  Thread safety: any thread.
+ */
+SKS_EXTERN void sks_server_shutdown(sks_server *srv);
+
+/*
+ * Requests a shutdown without waiting: async-signal-safe, for SIGINT and
+ * SIGTERM handlers.  serve_forever returns within one loop turn.
+ */
+SKS_EXTERN void sks_server_request_shutdown(sks_server *srv);
+
+/*
+ * Handles one request, waiting up to the server's timeout (Python's
+ * handle_request).  When the timeout passes with no request, calls
+ * handle_timeout and returns -ETIMEDOUT.  Returns 0 when a request was
+ * taken (whatever became of it), SKS_ECLOSED if closed.
+ */
+SKS_EXTERN int sks_server_handle_request(sks_server *srv);
+
+/* server_close through the table, once; later calls are no-ops. */
+SKS_EXTERN void sks_server_close(sks_server *srv);
+
+/*
+ * Dispatchers through the table, for hooks written by users.
+ * sks_server_shutdown_request() calls shutdown_request and then releases
+ * req: the request's last step.
+ */
+SKS_EXTERN int sks_server_finish_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_server_shutdown_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_server_handle_error(sks_server *srv, sks_request *req,
+                                       int err);
+
+/* Attributes. */
+
+/* The listening (stream) or receiving (datagram) socket; -1 after close. */
+SKS_EXTERN int sks_server_fileno(const sks_server *srv);
+/* The server address; after bind, the real one (port 0 resolved). */
+SKS_EXTERN const sks_addr *sks_server_address(const sks_server *srv);
+/* The family in use (AF_INET, AF_INET6, AF_UNIX) and SOCK_STREAM/DGRAM. */
+SKS_EXTERN int sks_server_address_family(const sks_server *srv);
+SKS_EXTERN int sks_server_socket_type(const sks_server *srv);
+SKS_EXTERN const sks_server_ops *sks_server_ops_of(const sks_server *srv);
+SKS_EXTERN void *sks_server_user(const sks_server *srv);
+
+/*
+ * Options read at bind (set them on a server made with SKS_NO_BIND):
+ * SO_REUSEADDR (default off, as Python), SO_REUSEPORT (default off; only
+ * AF_INET/AF_INET6, as Python), and the listen() backlog (default
+ * SOMAXCONN).  Return 0, or -EINVAL for a bad value.
+ */
+SKS_EXTERN int sks_server_set_allow_reuse_address(sks_server *srv, bool on);
+SKS_EXTERN int sks_server_set_allow_reuse_port(sks_server *srv, bool on);
+SKS_EXTERN int sks_server_set_request_queue_size(sks_server *srv, int n);
+
+/* handle_request's timeout in seconds; negative: none (the default). */
+SKS_EXTERN int sks_server_set_timeout(sks_server *srv, double seconds);
+SKS_EXTERN double sks_server_timeout(const sks_server *srv);
+
+/* Datagram servers: the largest datagram read (default 8192, as Python).
+ * Longer ones are truncated by the kernel; sks_request_truncated tells. */
+SKS_EXTERN int sks_server_set_max_packet_size(sks_server *srv, size_t n);
+
+/*
+ * Unix servers' socket-file policy.  By default, as Python, bind fails with
+ * -EADDRINUSE when the path exists, and server_close leaves the file.
+ * unlink_stale: at bind, a path that is a socket nobody listens on (connect
+ * is refused) is removed first; a live socket or a non-socket file is never
+ * touched.  unlink_on_close: server_close removes the socket file this
+ * server created, if it is still that file.  Abstract names have no file.
+ */
+SKS_EXTERN int sks_server_set_unlink_stale(sks_server *srv, bool on);
+SKS_EXTERN int sks_server_set_unlink_on_close(sks_server *srv, bool on);
+
+/* ------------------------------------------------------------------------ */
+/* Concurrency mixins                                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A mixin wraps a table: it copies *base into *out, sets out->parent = base
+ * and replaces process_request (and server_close, service_actions,
+ * handle_timeout, which it extends and which call base's).  Everything else
+ * stays base's, so user overrides in base survive, and the mixin runs each
+ * request through the server's table (finish_request, handle_error,
+ * shutdown_request), so overrides made in a copy of *out apply too.
+ * base must outlive out.  Mixins do not stack on each other.
+ *
+ * ThreadingMixIn: each request runs finish_request then shutdown_request in
+ * a new thread; a failure goes to handle_error from that thread.
+ *
+ * Thread safety of a threading server: verify_request, process_request,
+ * get_request, service_actions and handle_timeout run in the serving
+ * thread only; finish_request, handle_error, shutdown_request and
+ * close_request run in request threads, concurrently with each other and
+ * with the serving thread.  A handler may read the server's attributes and
+ * user pointer; shared user state needs its own locking.
+ */
+SKS_EXTERN void sks_threading_mixin(sks_server_ops *out,
+                                    const sks_server_ops *base);
+SKS_EXTERN int sks_threading_process_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_threading_service_actions(sks_server *srv);
+SKS_EXTERN void sks_threading_server_close(sks_server *srv);
+
+/*
+ * ForkingMixIn: each request runs in a fork()ed child, which runs
+ * finish_request (handle_error on failure) and shutdown_request, then
+ * leaves with _exit(0), or _exit(1) after a failure: it never returns into
+ * the loop or runs atexit handlers.  The parent closes its copy of the
+ * request at once (close_request: no FIN), reaps its own children without
+ * blocking every loop turn and on handle_timeout, and never waits for a
+ * child it did not start.  Fork in a process that has threads gives the
+ * child only the forking thread, as always with fork().
+ */
+SKS_EXTERN void sks_forking_mixin(sks_server_ops *out,
+                                  const sks_server_ops *base);
+SKS_EXTERN int sks_forking_process_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_forking_service_actions(sks_server *srv);
+SKS_EXTERN void sks_forking_handle_timeout(sks_server *srv);
+SKS_EXTERN void sks_forking_server_close(sks_server *srv);
+/* Python's collect_children(): reaps finished children without blocking. */
+SKS_EXTERN void sks_forking_collect_children(sks_server *srv);
+
+/* The eight predefined servers: Python's ThreadingTCPServer, ...,
+ * ForkingUnixDatagramServer. */
+SKS_EXTERN extern const sks_server_ops sks_threading_tcp_ops;
+SKS_EXTERN extern const sks_server_ops sks_threading_udp_ops;
+SKS_EXTERN extern const sks_server_ops sks_threading_unix_stream_ops;
+SKS_EXTERN extern const sks_server_ops sks_threading_unix_dgram_ops;
+SKS_EXTERN extern const sks_server_ops sks_forking_tcp_ops;
+SKS_EXTERN extern const sks_server_ops sks_forking_udp_ops;
+SKS_EXTERN extern const sks_server_ops sks_forking_unix_stream_ops;
+SKS_EXTERN extern const sks_server_ops sks_forking_unix_dgram_ops;
+
+/*
+ * Mixin attributes.  block_on_close (both mixins, default on): server_close
+ * waits for running request threads / children.  daemon_threads (default
+ * off): request threads are not waited for.  max_threads (default 1024;
+ * 0: no bound, as Python) and max_children (default 40): at the bound the
+ * server stops accepting until a request ends; new connections wait in the
+ * listen backlog.  thread_stack_size: 0 for the system default.
+ * Set them before serving.  Return 0 or -EINVAL.
+ */
+SKS_EXTERN int sks_server_set_block_on_close(sks_server *srv, bool on);
+SKS_EXTERN int sks_server_set_daemon_threads(sks_server *srv, bool on);
+SKS_EXTERN int sks_server_set_max_threads(sks_server *srv, size_t n);
+SKS_EXTERN int sks_server_set_thread_stack_size(sks_server *srv, size_t bytes);
+SKS_EXTERN int sks_server_set_max_children(sks_server *srv, size_t n);
+
+/* Requests running now in threads or children (live, from any thread). */
+SKS_EXTERN size_t sks_server_active_requests(const sks_server *srv);
+/* Children not yet reaped (forking servers); thread-safe read. */
+SKS_EXTERN size_t sks_server_active_children(const sks_server *srv);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SOCKSERVER_H */

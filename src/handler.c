@@ -1,0 +1,56 @@
+/*
+ * handler.c - BaseRequestHandler: the per-request instance and
+ * finish_request, which runs setup, handle and finish in Python's order.
+ */
+#include "internal.h"
+
+int sks_base_finish_request(sks_server *srv, sks_request *req)
+{
+    const sks_handler_class *cls = srv->handler;
+    sks_handler h = {
+        .server = srv,
+        .request = req,
+        .cls = cls,
+    };
+    int err = cls->setup ? cls->setup(&h) : 0;
+    if (err != 0)
+        return err; /* as Python: no handle, no finish after a failed setup */
+    int herr = cls->handle ? cls->handle(&h) : 0;
+    int ferr = cls->finish ? cls->finish(&h) : 0;
+    return ferr != 0 ? ferr : herr;
+}
+
+sks_server *sks_handler_server(const sks_handler *h)
+{
+    return h->server;
+}
+
+sks_request *sks_handler_request(const sks_handler *h)
+{
+    return h->request;
+}
+
+const sks_addr *sks_handler_client_address(const sks_handler *h)
+{
+    return &h->request->client;
+}
+
+sks_rfile *sks_handler_rfile(const sks_handler *h)
+{
+    return h->rfile;
+}
+
+sks_wfile *sks_handler_wfile(const sks_handler *h)
+{
+    return h->wfile;
+}
+
+void *sks_handler_get_user(const sks_handler *h)
+{
+    return h->user;
+}
+
+void sks_handler_set_user(sks_handler *h, void *user)
+{
+    h->user = user;
+}

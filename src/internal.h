@@ -1,0 +1,162 @@
+/*
+ * internal.h - what the library's files share and users never see.
+ */
+#ifndef SKS_INTERNAL_H
+#define SKS_INTERNAL_H
+
+#include "sockserver.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+struct sks_request {
+    int fd;             /* connection (stream) or server socket (datagram) */
+    sks_addr client;
+    size_t packet_len;  /* datagram: bytes received (after truncation) */
+    bool truncated;     /* datagram: MSG_TRUNC */
+    bool datagram;      /* packet[] holds a datagram */
+    unsigned char packet[]; /* datagram: max_packet_size bytes */
+};
+
+struct sks_rfile {
+    int fd;             /* -1: memory only (a datagram) */
+    char *buf;
+    size_t cap, pos, end;
+    bool eof;
+    bool owned;         /* buf was malloc'd by the library */
+};
+
+struct sks_wfile {
+    int fd;
+    char *buf;
+    size_t cap, len;
+    bool collect;       /* datagram: gather everything, send in finish */
+};
+
+struct sks_handler {
+    sks_server *server;
+    sks_request *request;
+    const sks_handler_class *cls;
+    void *user;
+    sks_rfile *rfile;   /* &rf once a flavour's setup ran */
+    sks_wfile *wfile;
+    struct sks_rfile rf;
+    struct sks_wfile wf;
+};
+
+/* A tracked (joinable) request thread that has ended and awaits join. */
+struct sks__thread;
+
+struct sks_server {
+    const sks_server_ops *ops;
+    const sks_handler_class *handler;
+    void *user;
+    int fd;
+    int wake_rd, wake_wr;      /* self-pipe: shutdown and "a request ended" */
+    sks_addr address;
+    bool closed;
+
+    /* Attributes read at bind. */
+    bool reuse_address, reuse_port, unlink_stale, unlink_on_close;
+    int queue_size;
+    double timeout;
+    size_t max_packet_size;
+    bool have_sock_file;       /* we created a Unix socket file ... */
+    dev_t sock_dev;            /* ... this one */
+    ino_t sock_ino;
+
+    /* serve_forever / shutdown handshake (Python's __is_shut_down). */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    atomic_int shutdown_request;
+    bool serving, is_shut_down;
+    pthread_t serving_thread;
+
+    /* Accept gating: mixins pause accepting at their bound; exhaustion
+     * errors (EMFILE...) pause it for a growing back-off. */
+    atomic_bool accept_paused;
+    struct timespec accept_resume;
+    int backoff_ms;
+
+    /* Concurrency mixins' attributes and state. */
+    bool block_on_close, daemon_threads;
+    size_t max_threads, stack_size, max_children;
+    atomic_size_t active;      /* requests running in threads/children */
+    size_t ntracked;           /* joinable threads still running (lock) */
+    struct sks__thread *done;  /* joinable threads that ended (lock) */
+    pid_t *children;           /* serving thread only */
+    size_t children_cap;
+    atomic_size_t nchildren;
+
+    atomic_int refs;           /* the owner + each running request thread */
+};
+
+/* Request lifetime. */
+sks_request *sks__request_new(int fd, size_t packet_cap);
+void sks__request_free(sks_request *req);
+
+/* Server plumbing shared by the mixins. */
+void sks__wake(sks_server *srv);              /* async-signal-safe */
+void sks__server_ref(sks_server *srv);
+void sks__server_unref(sks_server *srv);
+/* Binds srv->fd to srv->address with the reuse options; updates address. */
+int sks__bind(sks_server *srv);
+
+/* System-call layer: every byte a handler reads or writes, and every
+ * datagram, passes here (EINTR retried, no SIGPIPE, timeouts mapped). */
+ssize_t sks__recv(int fd, void *buf, size_t n);
+int sks__send_all(int fd, const void *buf, size_t n);
+int sks__sendto(int fd, const void *buf, size_t n, const sks_addr *to);
+ssize_t sks__recvfrom(int fd, void *buf, size_t cap, sks_addr *from,
+                      bool *truncated);
+void sks__close(int fd);
+
+/* Monotonic clock helpers. */
+double sks__now(void);
+int sks__ms_until(double deadline);
+
+/*
+ * Table fragments, so the predefined tables are written once each without
+ * overriding initializers.  A table is: a transport fragment, a
+ * concurrency fragment, and server_close.
+ */
+#define SKS__BASE_HOOKS                                                      \
+    .verify_request = sks_base_verify_request,                               \
+    .finish_request = sks_base_finish_request,                               \
+    .handle_error = sks_base_handle_error
+
+#define SKS__STREAM_HOOKS                                                    \
+    .socket_type = SOCK_STREAM,                                              \
+    .server_activate = sks_tcp_server_activate,                              \
+    .get_request = sks_tcp_get_request,                                      \
+    .shutdown_request = sks_tcp_shutdown_request,                            \
+    .close_request = sks_tcp_close_request, SKS__BASE_HOOKS
+
+#define SKS__DGRAM_HOOKS                                                     \
+    .socket_type = SOCK_DGRAM,                                               \
+    .server_activate = sks_udp_server_activate,                              \
+    .get_request = sks_udp_get_request,                                      \
+    .shutdown_request = sks_udp_shutdown_request,                            \
+    .close_request = sks_udp_close_request, SKS__BASE_HOOKS
+
+#define SKS__TCP_TRANSPORT                                                   \
+    .address_family = AF_INET, .server_bind = sks_tcp_server_bind,           \
+    SKS__STREAM_HOOKS
+#define SKS__UDP_TRANSPORT                                                   \
+    .address_family = AF_INET, .server_bind = sks_tcp_server_bind,           \
+    SKS__DGRAM_HOOKS
+#define SKS__UNIX_STREAM_TRANSPORT                                           \
+    .address_family = AF_UNIX, .server_bind = sks_unix_server_bind,          \
+    SKS__STREAM_HOOKS
+#define SKS__UNIX_DGRAM_TRANSPORT                                            \
+    .address_family = AF_UNIX, .server_bind = sks_unix_server_bind,          \
+    SKS__DGRAM_HOOKS
+
+#define SKS__SYNC_HOOKS                                                      \
+    .process_request = sks_base_process_request,                             \
+    .handle_timeout = sks_base_handle_timeout,                               \
+    .service_actions = sks_base_service_actions
+
+#endif /* SKS_INTERNAL_H */

@@ -1,0 +1,98 @@
+/*
+ * io.c - the system-call layer under the readers, writers and datagram
+ * transports.  Every byte a handler reads or writes, and every datagram
+ * the servers receive or send, passes through these few functions: EINTR
+ * is retried here, SIGPIPE is suppressed here (MSG_NOSIGNAL), and a
+ * socket timeout (SO_RCVTIMEO/SO_SNDTIMEO) surfaces here as -ETIMEDOUT.
+ * Keeping them in one place is what lets a later event-loop backend wait
+ * on readiness here instead of blocking.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+static int io_error(void)
+{
+    /* With a socket timeout set, a blocking call that times out reports
+     * EAGAIN; callers want to know it timed out. */
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return -ETIMEDOUT;
+    return -errno;
+}
+
+ssize_t sks__recv(int fd, void *buf, size_t n)
+{
+    for (;;) {
+        ssize_t r = recv(fd, buf, n, 0);
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return io_error();
+    }
+}
+
+int sks__send_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return io_error();
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int sks__sendto(int fd, const void *buf, size_t n, const sks_addr *to)
+{
+    /* An unnamed Unix peer (it never bound) cannot be answered. */
+    if (to->len <= sizeof(sa_family_t))
+        return -EDESTADDRREQ;
+    for (;;) {
+        ssize_t w = sendto(fd, buf, n, MSG_NOSIGNAL, &to->u.sa, to->len);
+        if (w >= 0)
+            return 0;
+        if (errno != EINTR)
+            return io_error();
+    }
+}
+
+ssize_t sks__recvfrom(int fd, void *buf, size_t cap, sks_addr *from,
+                      bool *truncated)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = cap };
+    for (;;) {
+        struct msghdr msg = {
+            .msg_name = &from->u.ss,
+            .msg_namelen = sizeof(from->u.ss),
+            .msg_iov = &iov,
+            .msg_iovlen = 1,
+        };
+        /* MSG_DONTWAIT: the socket stays blocking for replies, but a
+         * spurious wake-up (or a datagram another process took) must not
+         * block the loop. */
+        ssize_t r = recvmsg(fd, &msg, MSG_DONTWAIT);
+        if (r >= 0) {
+            from->len = msg.msg_namelen;
+            *truncated = (msg.msg_flags & MSG_TRUNC) != 0;
+            return r;
+        }
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+void sks__close(int fd)
+{
+    /* Never retry close() on EINTR: on Linux the descriptor is already
+     * gone, and a retry could close one another thread just opened. */
+    if (fd >= 0)
+        (void)close(fd);
+}

@@ -1,0 +1,293 @@
+/*
+ * stream.c - the buffered reader and writer (rfile, wfile) and the Stream
+ * handler flavour (Python's StreamRequestHandler).  The reader also serves
+ * datagrams, over the packet in memory (datagram.c).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_RBUFSIZE 8192
+
+/* ------------------------------------------------------------------------ */
+/* Reader                                                                    */
+
+/* Reads more input after what is buffered.  Returns bytes added, 0 at end
+ * of input, or -errno. */
+static ssize_t fill(sks_rfile *r)
+{
+    if (r->eof)
+        return 0;
+    if (r->pos == r->end) {
+        r->pos = r->end = 0;
+    } else if (r->end == r->cap && r->pos > 0) {
+        memmove(r->buf, r->buf + r->pos, r->end - r->pos);
+        r->end -= r->pos;
+        r->pos = 0;
+    }
+    ssize_t n = sks__recv(r->fd, r->buf + r->end, r->cap - r->end);
+    if (n == 0)
+        r->eof = true;
+    if (n > 0)
+        r->end += (size_t)n;
+    return n;
+}
+
+ssize_t sks_rfile_readline_view(sks_rfile *r, const char **line, size_t max)
+{
+    size_t limit = max < r->cap ? max : r->cap;
+    size_t scanned = 0;
+
+    if (limit == 0)
+        return -EINVAL;
+    for (;;) {
+        size_t avail = r->end - r->pos;
+        size_t upto = avail < limit ? avail : limit;
+        char *nl = memchr(r->buf + r->pos + scanned, '\n', upto - scanned);
+        if (nl != NULL || avail >= limit || r->eof) {
+            size_t n = nl ? (size_t)(nl - (r->buf + r->pos)) + 1 : upto;
+            *line = r->buf + r->pos;
+            r->pos += n;
+            return (ssize_t)n;
+        }
+        scanned = upto;
+        /* The line so far must fit with room for `limit` bytes. */
+        if (r->cap - r->pos < limit) {
+            memmove(r->buf, r->buf + r->pos, avail);
+            r->pos = 0;
+            r->end = avail;
+        }
+        ssize_t n = fill(r);
+        if (n < 0)
+            return n;
+    }
+}
+
+ssize_t sks_rfile_readline(sks_rfile *r, void *buf, size_t cap)
+{
+    char *out = buf;
+    size_t got = 0;
+
+    if (cap == 0)
+        return -EINVAL;
+    while (got < cap) {
+        const char *piece;
+        ssize_t n = sks_rfile_readline_view(r, &piece, cap - got);
+        if (n < 0)
+            return got > 0 ? (ssize_t)got : n;
+        if (n == 0)
+            break;
+        memcpy(out + got, piece, (size_t)n);
+        got += (size_t)n;
+        if (out[got - 1] == '\n')
+            break;
+    }
+    return (ssize_t)got;
+}
+
+ssize_t sks_rfile_read(sks_rfile *r, void *buf, size_t n)
+{
+    char *out = buf;
+    size_t got = 0;
+
+    while (got < n) {
+        size_t avail = r->end - r->pos;
+        if (avail > 0) {
+            size_t take = avail < n - got ? avail : n - got;
+            memcpy(out + got, r->buf + r->pos, take);
+            r->pos += take;
+            got += take;
+            continue;
+        }
+        if (r->eof)
+            break;
+        ssize_t k;
+        if (n - got >= r->cap) {
+            /* Large reads bypass the buffer: no copy. */
+            k = sks__recv(r->fd, out + got, n - got);
+            if (k == 0)
+                r->eof = true;
+            if (k > 0)
+                got += (size_t)k;
+        } else {
+            k = fill(r);
+        }
+        if (k < 0)
+            return got > 0 ? (ssize_t)got : k;
+    }
+    return (ssize_t)got;
+}
+
+ssize_t sks_rfile_read_all(sks_rfile *r, void **data, size_t max)
+{
+    size_t cap = 0, len = 0;
+    size_t ceiling = max < SIZE_MAX ? max + 1 : max; /* one more: overflow */
+    char *out = NULL;
+
+    *data = NULL;
+    for (;;) {
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 4096;
+            if (ncap > ceiling)
+                ncap = ceiling;
+            char *p = ncap > cap ? realloc(out, ncap ? ncap : 1) : NULL;
+            if (p == NULL) {
+                free(out);
+                return ncap > cap ? -ENOMEM : -EMSGSIZE;
+            }
+            out = p;
+            cap = ncap;
+        }
+        ssize_t n = sks_rfile_read(r, out + len, cap - len);
+        if (n < 0) {
+            free(out);
+            return n;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > max) {
+            free(out);
+            return -EMSGSIZE;
+        }
+    }
+    *data = out;
+    return (ssize_t)len;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writer                                                                    */
+
+static int collect(sks_wfile *w, const void *buf, size_t n)
+{
+    if (w->len + n > w->cap) {
+        size_t ncap = w->cap ? w->cap : 512;
+        while (ncap < w->len + n)
+            ncap *= 2;
+        char *p = realloc(w->buf, ncap);
+        if (p == NULL)
+            return -ENOMEM;
+        w->buf = p;
+        w->cap = ncap;
+    }
+    memcpy(w->buf + w->len, buf, n);
+    w->len += n;
+    return 0;
+}
+
+ssize_t sks_wfile_write(sks_wfile *w, const void *buf, size_t n)
+{
+    int err;
+
+    if (n > SSIZE_MAX)
+        return -EINVAL;
+    if (w->collect) {
+        err = collect(w, buf, n);
+    } else if (w->cap == 0) {
+        err = sks__send_all(w->fd, buf, n);
+    } else if (w->len + n <= w->cap) {
+        memcpy(w->buf + w->len, buf, n);
+        w->len += n;
+        err = 0;
+    } else {
+        err = sks_wfile_flush(w);
+        if (err == 0 && n >= w->cap)
+            err = sks__send_all(w->fd, buf, n);
+        else if (err == 0) {
+            memcpy(w->buf, buf, n);
+            w->len = n;
+        }
+    }
+    return err != 0 ? err : (ssize_t)n;
+}
+
+int sks_wfile_flush(sks_wfile *w)
+{
+    if (w->collect || w->len == 0)
+        return 0;
+    int err = sks__send_all(w->fd, w->buf, w->len);
+    w->len = 0;
+    return err;
+}
+
+int sks_wfile_fileno(const sks_wfile *w)
+{
+    return w->fd;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stream flavour                                                            */
+
+static int set_timeout(int fd, double seconds)
+{
+    struct timeval tv;
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)((seconds - floor(seconds)) * 1e6);
+    if (tv.tv_sec == 0 && tv.tv_usec == 0)
+        tv.tv_usec = 1; /* 0 would mean "no timeout" to the kernel */
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+        return -errno;
+    return 0;
+}
+
+int sks_stream_setup(sks_handler *h)
+{
+    const sks_handler_class *cls = h->cls;
+    int fd = h->request->fd;
+    int family = h->server->address.u.sa.sa_family;
+
+    if (cls->timeout > 0) {
+        int err = set_timeout(fd, cls->timeout);
+        if (err != 0)
+            return err;
+    }
+    if (cls->disable_nagle_algorithm &&
+        (family == AF_INET || family == AF_INET6)) {
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+            return -errno;
+    }
+    h->rf = (struct sks_rfile){ .fd = fd, .owned = true };
+    h->rf.cap = cls->rbufsize ? cls->rbufsize : DEFAULT_RBUFSIZE;
+    h->rf.buf = malloc(h->rf.cap);
+    h->wf = (struct sks_wfile){ .fd = fd, .cap = cls->wbufsize };
+    if (cls->wbufsize > 0)
+        h->wf.buf = malloc(cls->wbufsize);
+    if (h->rf.buf == NULL || (cls->wbufsize > 0 && h->wf.buf == NULL)) {
+        free(h->rf.buf);
+        free(h->wf.buf);
+        return -ENOMEM;
+    }
+    h->rfile = &h->rf;
+    h->wfile = &h->wf;
+    return 0;
+}
+
+int sks_stream_finish(sks_handler *h)
+{
+    if (h->wfile == NULL)
+        return 0;
+    /* A final error such as a reset peer is expected here and ignored, as
+     * Python's StreamRequestHandler.finish does (bpo-14574). */
+    (void)sks_wfile_flush(h->wfile);
+    free(h->wf.buf);
+    if (h->rf.owned)
+        free(h->rf.buf);
+    h->rfile = NULL;
+    h->wfile = NULL;
+    return 0;
+}
+
+const sks_handler_class sks_stream_handler = {
+    .version = SKS_HANDLER_VERSION,
+    .name = "StreamRequestHandler",
+    .setup = sks_stream_setup,
+    .finish = sks_stream_finish,
+};
