@@ -32,6 +32,8 @@ EX_BIN  := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 TEST_SUPPORT := tests/support.c
 TEST_SRC := $(filter-out $(TEST_SUPPORT),$(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Scripted tests (real client programs); they print cmocka-style summaries.
+TEST_SCRIPTS := $(wildcard tests/test_*.sh)
 
 .PHONY: all lib examples test check-cmocka demo install uninstall clean asan tsan
 
@@ -81,7 +83,7 @@ $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(STATIC) | $(BUILD)
 # Each test binary runs in turn; the first failure fails `make test`.
 test: check-cmocka
 	@$(MAKE) --no-print-directory $(TEST_BIN) examples
-	@BUILD=$(BUILD) ./tests/run_tests.sh $(TEST_BIN)
+	@BUILD=$(BUILD) ./tests/run_tests.sh $(TEST_BIN) $(TEST_SCRIPTS)
 
 demo: all
 	@./examples/demo.sh $(BUILD)/examples
@@ -120,5 +122,9 @@ uninstall:
 
 clean:
 	rm -rf build
+
+# Benchmarks and the reliability suite keep their rules beside their code.
+-include bench/bench.mk
+-include tests/reliability.mk
 
 -include $(LIB_OBJ:.o=.d) $(LIB_PIC:.o=.d)
