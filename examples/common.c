@@ -70,6 +70,9 @@ int example_serve(int argc, char **argv, const sks_server_ops *ops,
     fflush(stdout);
 
     err = sks_server_serve_forever(the_server, 0.5);
+    /* Requests still running (idle keep-alive clients, say) get one second
+     * to finish; then their connections are shut down. */
+    sks_server_drain(the_server, 1.0, NULL, NULL);
     sks_server_free(the_server);
     if (err != 0) {
         fprintf(stderr, "%s: %s\n", argv[0], sks_strerror(err));

@@ -215,10 +215,23 @@ typedef struct sks_server_ops {
     void (*handle_error)(sks_server *srv, sks_request *req, int err);
     /* Called by sks_server_handle_request() when its timeout expires. */
     void (*handle_timeout)(sks_server *srv);
-    /* Called once per sks_server_serve_forever() loop turn. */
+    /* Called once per sks_server_serve_forever() loop turn, and by
+     * sks_server_handle_request() while it waits at a concurrency bound
+     * (so that a forking server reaps and can accept again). */
     void (*service_actions)(sks_server *srv);
     /* Closes the listening socket (and, in mixins, waits for requests). */
     void (*server_close)(sks_server *srv);
+
+    /* Beyond Python.  Called for a request turned away by the overload
+     * policy (SKS_OVERLOAD_REFUSE at max_connections or a mixin's bound),
+     * before shutdown_request; a server can send a "busy" reply with
+     * sks_request_reply().  Default: nothing. */
+    void (*refuse_request)(sks_server *srv, sks_request *req);
+
+    /* Python's serve_forever is a method too: the pre-fork mixin replaces
+     * it with its supervisor.  NULL or sks_base_serve_forever: the loop
+     * described at sks_server_serve_forever. */
+    int (*serve_forever)(sks_server *srv, double poll_interval);
 } sks_server_ops;
 
 /* The transports' tables (Python's TCPServer, UDPServer, UnixStreamServer,
@@ -246,6 +259,8 @@ SKS_EXTERN void sks_base_close_request(sks_server *srv, sks_request *req);
 SKS_EXTERN void sks_base_handle_error(sks_server *srv, sks_request *req, int err);
 SKS_EXTERN void sks_base_handle_timeout(sks_server *srv);
 SKS_EXTERN void sks_base_service_actions(sks_server *srv);
+SKS_EXTERN void sks_base_refuse_request(sks_server *srv, sks_request *req);
+SKS_EXTERN int sks_base_serve_forever(sks_server *srv, double poll_interval);
 
 /* TCPServer's hooks (UnixStreamServer uses them too, but for bind/close). */
 SKS_EXTERN int sks_tcp_server_bind(sks_server *srv);
@@ -343,6 +358,14 @@ SKS_EXTERN const sks_addr *sks_request_client_address(const sks_request *req);
 SKS_EXTERN const void *sks_request_packet(const sks_request *req, size_t *len);
 SKS_EXTERN bool sks_request_truncated(const sks_request *req);
 
+/*
+ * Sends n bytes to the request's client outside a handler: in full on a
+ * stream connection, as one datagram to the client's address on a datagram
+ * server.  For refuse_request and verify_request overrides that answer
+ * "busy" or "denied".  0 or -errno; never SIGPIPE.
+ */
+SKS_EXTERN int sks_request_reply(sks_request *req, const void *buf, size_t n);
+
 /* ------------------------------------------------------------------------ */
 /* Readers and writers (rfile, wfile)                                        */
 /* ------------------------------------------------------------------------ */
@@ -380,6 +403,22 @@ SKS_EXTERN ssize_t sks_wfile_write(sks_wfile *w, const void *buf, size_t n);
 /* Sends what is buffered.  0 or -errno.  No-op for datagram wfiles (the
  * reply goes out in finish). */
 SKS_EXTERN int sks_wfile_flush(sks_wfile *w);
+
+/*
+ * Writes count bytes of the file fd, from offset on, after what is
+ * buffered (Python's socket.sendfile(file, offset, count)): the body of a
+ * file response.  A body that fits in the free room of the write buffer is
+ * read into it, so it leaves with the headers before it in one send; a
+ * larger one goes out with sendfile(2), from the page cache without a copy
+ * (read and send where sendfile does not apply; datagram: collected).  The
+ * file position of fd is not used or moved.  Returns the count written:
+ * count, or less only if the file ended first (it shrank meanwhile); or
+ * -errno (-EPIPE when the peer has gone; never SIGPIPE; -ETIMEDOUT after
+ * the handler's timeout; a read error of fd).  Thread safety: one thread
+ * per wfile.
+ */
+SKS_EXTERN ssize_t sks_wfile_sendfile(sks_wfile *w, int fd, off_t offset,
+                                      size_t count);
 
 /* The socket under the writer (Python's wfile.fileno()); -1 if none. */
 SKS_EXTERN int sks_wfile_fileno(const sks_wfile *w);
@@ -453,7 +492,10 @@ SKS_EXTERN void sks_server_request_shutdown(sks_server *srv);
  * Handles one request, waiting up to the server's timeout (Python's
  * handle_request).  When the timeout passes with no request, calls
  * handle_timeout and returns -ETIMEDOUT.  Returns 0 when a request was
- * taken (whatever became of it), SKS_ECLOSED if closed.
+ * taken (whatever became of it), SKS_ECLOSED if closed.  While the server
+ * is at a concurrency bound (max_children...) it runs service_actions
+ * every few milliseconds, so that a forking server reaps its children and
+ * serves the next request as soon as one ends.
  */
 SKS_EXTERN int sks_server_handle_request(sks_server *srv);
 
@@ -559,6 +601,60 @@ SKS_EXTERN void sks_forking_server_close(sks_server *srv);
 /* Python's collect_children(): reaps finished children without blocking. */
 SKS_EXTERN void sks_forking_collect_children(sks_server *srv);
 
+/*
+ * ThreadPoolMixIn (beyond Python): a pool of between min_workers and
+ * max_workers threads, fed by a bounded queue of accepted requests.  A
+ * worker runs finish_request (handle_error on failure) and
+ * shutdown_request, as a request thread does.  Workers beyond min_workers
+ * leave after idle_timeout seconds without work.  When max_workers are busy
+ * and the queue holds queue_size requests, the overload policy applies:
+ * stop accepting (backpressure, the default) or refuse.  server_close with
+ * block_on_close finishes queued and running requests first; without it,
+ * queued requests are closed unserved (counted as failed) and running ones
+ * are not waited for.  Same thread-safety rules as the threading mixin.
+ * sks_server_stats reports workers and queued.
+ */
+SKS_EXTERN void sks_pool_mixin(sks_server_ops *out, const sks_server_ops *base);
+SKS_EXTERN int sks_pool_process_request(sks_server *srv, sks_request *req);
+SKS_EXTERN void sks_pool_service_actions(sks_server *srv);
+SKS_EXTERN void sks_pool_server_close(sks_server *srv);
+/* Defaults: 4, 64, 30 s, 64.  min <= max, max >= 1.  0 or -EINVAL.  Set
+ * before serving. */
+SKS_EXTERN int sks_server_set_pool(sks_server *srv, size_t min_workers,
+                                   size_t max_workers, double idle_timeout,
+                                   size_t queue_size);
+
+/*
+ * PreForkMixIn (beyond Python): the parent binds and listens, then forks
+ * `workers` children that each run serve_forever on the inherited socket
+ * with the concurrency of the wrapped table (synchronous, threading or
+ * pool: wrap sks_threading_tcp_ops to get threads in each child).  The
+ * parent accepts nothing; it supervises: a child that dies is replaced, a
+ * child that has accepted max_requests_per_child requests (0: never)
+ * leaves and is replaced.  On shutdown the parent sends SIGTERM; each child
+ * stops accepting, drains its requests for up to `timeout` seconds and
+ * exits; stragglers get SIGKILL after timeout + 1 s.  The children share one
+ * listening socket (see docs/DESIGN.md on the thundering herd).  Works for
+ * every transport; datagram children read the shared socket.  Counters
+ * (sks_server_stats) live in each child: the parent's stay at zero.
+ */
+SKS_EXTERN void sks_prefork_mixin(sks_server_ops *out,
+                                  const sks_server_ops *base);
+SKS_EXTERN int sks_prefork_serve_forever(sks_server *srv, double poll_interval);
+/* workers 0: one per online CPU (the default); timeout default 5 s.
+ * 0 or -EINVAL.  Set before serving. */
+SKS_EXTERN int sks_server_set_prefork(sks_server *srv, size_t workers,
+                                      size_t max_requests_per_child,
+                                      double timeout);
+/* The pre-fork parent's children (pids), for supervision and tests: fills
+ * up to cap pids, returns how many children are alive. */
+SKS_EXTERN size_t sks_server_prefork_children(sks_server *srv, pid_t *pids,
+                                              size_t cap);
+SKS_EXTERN extern const sks_server_ops sks_prefork_tcp_ops;          /* sync children */
+SKS_EXTERN extern const sks_server_ops sks_prefork_threading_tcp_ops;
+SKS_EXTERN extern const sks_server_ops sks_prefork_unix_stream_ops;
+SKS_EXTERN extern const sks_server_ops sks_prefork_udp_ops;
+
 /* The eight predefined servers: Python's ThreadingTCPServer, ...,
  * ForkingUnixDatagramServer. */
 SKS_EXTERN extern const sks_server_ops sks_threading_tcp_ops;
@@ -569,6 +665,11 @@ SKS_EXTERN extern const sks_server_ops sks_forking_tcp_ops;
 SKS_EXTERN extern const sks_server_ops sks_forking_udp_ops;
 SKS_EXTERN extern const sks_server_ops sks_forking_unix_stream_ops;
 SKS_EXTERN extern const sks_server_ops sks_forking_unix_dgram_ops;
+/* And the pooled ones. */
+SKS_EXTERN extern const sks_server_ops sks_pool_tcp_ops;
+SKS_EXTERN extern const sks_server_ops sks_pool_udp_ops;
+SKS_EXTERN extern const sks_server_ops sks_pool_unix_stream_ops;
+SKS_EXTERN extern const sks_server_ops sks_pool_unix_dgram_ops;
 
 /*
  * Mixin attributes.  block_on_close (both mixins, default on): server_close
@@ -589,6 +690,60 @@ SKS_EXTERN int sks_server_set_max_children(sks_server *srv, size_t n);
 SKS_EXTERN size_t sks_server_active_requests(const sks_server *srv);
 /* Children not yet reaped (forking servers); thread-safe read. */
 SKS_EXTERN size_t sks_server_active_children(const sks_server *srv);
+
+/* ------------------------------------------------------------------------ */
+/* Overload, counters and graceful drain (every server)                     */
+/* ------------------------------------------------------------------------ */
+
+/* What a server does at its concurrency bound. */
+enum {
+    /* Stop accepting until a request ends: new connections wait in the
+     * kernel's listen backlog (their handshake completes there). */
+    SKS_OVERLOAD_BACKPRESSURE = 0,
+    /* Accept and turn away at once: refuse_request, then shutdown_request;
+     * counted in `refused`. */
+    SKS_OVERLOAD_REFUSE = 1,
+};
+
+/*
+ * At most n requests in flight (0: no limit, the default), for every
+ * server and mixin, on top of the mixin's own bound (max_threads,
+ * max_children, the pool's size).  The policy applies to both bounds.
+ * Return 0 or -EINVAL.  Set them before serving.
+ */
+SKS_EXTERN int sks_server_set_max_connections(sks_server *srv, size_t n);
+SKS_EXTERN int sks_server_set_overload_policy(sks_server *srv, int policy);
+
+/*
+ * Live counters.  accepted: requests taken for processing (past
+ * verify_request and the overload policy); refused: those turned away by
+ * either; completed / failed: ended without / with handle_error (for a
+ * forked child: exit status 0 / non-zero); active = accepted - completed -
+ * failed, always.  queued: requests waiting for a pool worker; workers:
+ * pool threads alive (0 for other servers).
+ */
+typedef struct sks_stats {
+    size_t accepted, active, completed, failed, refused;
+    size_t queued, workers;
+} sks_stats;
+
+/* Fills *out.  Thread safety: any thread, any time while srv exists. */
+SKS_EXTERN void sks_server_stats(const sks_server *srv, sks_stats *out);
+
+/*
+ * Graceful drain: stops serve_forever (and waits for it to return, unless
+ * called from the serving thread), lets requests in flight finish for up to
+ * `timeout` seconds, then cuts the rest: shuts their connections down
+ * (SHUT_RDWR) so handlers blocked on I/O see end of input, and sends
+ * SIGTERM to forked children.  Waits up to one more second for the cut
+ * requests to end.  *finished (if not NULL) gets the count of requests that
+ * ended on their own during the drain, *cut the count cut.  Returns 0 when
+ * nothing is left running, -ETIMEDOUT when a cut request still runs (a
+ * handler not blocked on its connection).  The listening socket stays open:
+ * call sks_server_close() (or free) after.  Thread safety: any one thread.
+ */
+SKS_EXTERN int sks_server_drain(sks_server *srv, double timeout,
+                                size_t *finished, size_t *cut);
 
 #ifdef __cplusplus
 }

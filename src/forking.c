@@ -12,15 +12,10 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static void gate(sks_server *srv)
-{
-    atomic_store(&srv->accept_paused,
-                 atomic_load(&srv->nchildren) >= srv->max_children);
-}
 
 /* Makes room to record one more child, before forking, so that recording
  * cannot fail once the child exists. */
@@ -42,7 +37,6 @@ static void remember(sks_server *srv, pid_t pid)
     size_t n = atomic_load(&srv->nchildren);
     srv->children[n] = pid;
     atomic_store(&srv->nchildren, n + 1);
-    atomic_fetch_add(&srv->active, 1);
 }
 
 static void collect(sks_server *srv, bool blocking)
@@ -50,24 +44,46 @@ static void collect(sks_server *srv, bool blocking)
     size_t n = atomic_load(&srv->nchildren);
     for (size_t i = 0; i < n;) {
         pid_t r;
+        int status = 0;
         do
-            r = waitpid(srv->children[i], NULL, blocking ? 0 : WNOHANG);
+            r = waitpid(srv->children[i], &status, blocking ? 0 : WNOHANG);
         while (r < 0 && errno == EINTR);
         /* ECHILD: someone else reaped it; forget it too. */
         if (r == srv->children[i] || (r < 0 && errno == ECHILD)) {
             srv->children[i] = srv->children[--n];
             atomic_store(&srv->nchildren, n);
-            atomic_fetch_sub(&srv->active, 1);
+            /* The child's exit status is its request's outcome. */
+            sks__count_end(srv, r < 0 || !WIFEXITED(status) ||
+                                    WEXITSTATUS(status) != 0);
         } else {
             i++;
         }
     }
-    gate(srv);
 }
 
 void sks_forking_collect_children(sks_server *srv)
 {
     collect(srv, false);
+}
+
+/*
+ * A child must not answer the parent's shutdown signals as the parent does
+ * (an inherited SIGTERM handler would only stop the child's copy of the
+ * loop, which is not running): it takes their default action, so a drain
+ * can end it.  Ignored signals stay ignored.
+ */
+static void default_shutdown_signals(void)
+{
+    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        struct sigaction sa;
+        if (sigaction(sigs[i], NULL, &sa) == 0 && sa.sa_handler != SIG_IGN &&
+            sa.sa_handler != SIG_DFL) {
+            sa.sa_handler = SIG_DFL;
+            sa.sa_flags = 0;
+            sigaction(sigs[i], &sa, NULL);
+        }
+    }
 }
 
 /* The child's whole life: it must never return into the server loop. */
@@ -78,9 +94,10 @@ _Noreturn static void run_child(sks_server *srv, sks_request *req)
     if (req->fd != srv->fd)
         sks__close(srv->fd);
     sks__close(srv->wake_rd);
+    default_shutdown_signals();
     int err = srv->ops->finish_request(srv, req);
     if (err != 0)
-        srv->ops->handle_error(srv, req, err);
+        sks_server_handle_error(srv, req, err);
     srv->ops->shutdown_request(srv, req);
     sks__wake(srv); /* tell the parent to reap us now */
     _exit(err != 0 ? 1 : 0);
@@ -88,6 +105,8 @@ _Noreturn static void run_child(sks_server *srv, sks_request *req)
 
 int sks_forking_process_request(sks_server *srv, sks_request *req)
 {
+    /* The loop stops accepting at this bound (or refuses, by policy). */
+    srv->mixin_limit = srv->max_children;
     int err = reserve(srv);
     if (err != 0)
         return err;
@@ -98,11 +117,10 @@ int sks_forking_process_request(sks_server *srv, sks_request *req)
         run_child(srv, req);
 
     remember(srv, pid);
-    gate(srv);
     /* close, not shutdown: a FIN from the parent would cut the child's
-     * connection. */
-    srv->ops->close_request(srv, req);
-    sks__request_free(req);
+     * connection.  The request stays counted as active until the child is
+     * reaped; its exit status decides completed or failed. */
+    sks__request_release(srv, req);
     return 0;
 }
 

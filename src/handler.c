@@ -4,6 +4,20 @@
  */
 #include "internal.h"
 
+#include <stdlib.h>
+
+/* Gives back what a flavour's setup allocated, without sending anything. */
+static void release_files(sks_handler *h)
+{
+    if (h->wfile == NULL)
+        return;
+    free(h->wf.buf);
+    if (h->rf.owned)
+        free(h->rf.buf);
+    h->rfile = NULL;
+    h->wfile = NULL;
+}
+
 int sks_base_finish_request(sks_server *srv, sks_request *req)
 {
     const sks_handler_class *cls = srv->handler;
@@ -13,8 +27,13 @@ int sks_base_finish_request(sks_server *srv, sks_request *req)
         .cls = cls,
     };
     int err = cls->setup ? cls->setup(&h) : 0;
-    if (err != 0)
-        return err; /* as Python: no handle, no finish after a failed setup */
+    if (err != 0) {
+        /* As Python: no handle, no finish after a failed setup.  But a
+         * setup override that ran the flavour's setup before failing would
+         * leak its buffers on every such request: release them here. */
+        release_files(&h);
+        return err;
+    }
     int herr = cls->handle ? cls->handle(&h) : 0;
     int ferr = cls->finish ? cls->finish(&h) : 0;
     return ferr != 0 ? ferr : herr;

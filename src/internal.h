@@ -14,6 +14,10 @@
 struct sks_request {
     int fd;             /* connection (stream) or server socket (datagram) */
     sks_addr client;
+    bool admitted;      /* counted in `accepted`; its end is counted too */
+    bool failed;        /* handle_error ran for it */
+    /* In-flight stream requests, so a drain can cut them (srv->lock). */
+    struct sks_request *prev, *next;
     size_t packet_len;  /* datagram: bytes received (after truncation) */
     bool truncated;     /* datagram: MSG_TRUNC */
     bool datagram;      /* packet[] holds a datagram */
@@ -74,18 +78,33 @@ struct sks_server {
     bool serving, is_shut_down;
     pthread_t serving_thread;
 
-    /* Accept gating: mixins pause accepting at their bound; exhaustion
-     * errors (EMFILE...) pause it for a growing back-off. */
-    atomic_bool accept_paused;
+    /* Accept gating: at the concurrency bound (the mixin's, or
+     * max_connections) the loop stops accepting (backpressure) or refuses;
+     * exhaustion errors (EMFILE...) pause accepting for a growing back-off. */
+    size_t mixin_limit;        /* set by the mixin in use; 0: none */
+    size_t max_connections;    /* 0: none */
+    int overload_policy;       /* SKS_OVERLOAD_* */
     struct timespec accept_resume;
     int backoff_ms;
+
+    /* Counters; active = accepted - completed - failed. */
+    atomic_size_t accepted, completed, failed, refused;
+    sks_request *inflight;     /* admitted stream requests (lock) */
 
     /* Concurrency mixins' attributes and state. */
     bool block_on_close, daemon_threads;
     size_t max_threads, stack_size, max_children;
-    atomic_size_t active;      /* requests running in threads/children */
+    size_t nthreads;           /* request threads running (lock) */
     size_t ntracked;           /* joinable threads still running (lock) */
     struct sks__thread *done;  /* joinable threads that ended (lock) */
+    size_t stop_after;         /* serve_forever ends after this many
+                                  accepted requests (pre-forked child) */
+    struct sks__prefork *prefork; /* pre-fork mixin state */
+    size_t prefork_workers, prefork_max_requests;
+    double prefork_timeout;
+    struct sks__pool *pool;    /* thread-pool mixin state, made lazily */
+    size_t pool_min, pool_max, pool_queue;
+    double pool_idle;
     pid_t *children;           /* serving thread only */
     size_t children_cap;
     atomic_size_t nchildren;
@@ -98,6 +117,19 @@ sks_request *sks__request_new(int fd, size_t packet_cap);
 void sks__request_free(sks_request *req);
 
 /* Server plumbing shared by the mixins. */
+size_t sks__active(const sks_server *srv);
+/* Ends a request without counting it as completed or failed: the forking
+ * parent hands the request's accounting to the child's exit status. */
+void sks__request_release(sks_server *srv, sks_request *req);
+void sks__count_end(sks_server *srv, bool failed);
+/* The serve_forever handshake (Python's __is_shut_down), for the loops. */
+int sks__serve_begin(sks_server *srv);
+void sks__serve_end(sks_server *srv);
+/* Pre-fork mixin state release. */
+void sks__prefork_free(sks_server *srv);
+/* Thread-pool mixin: its part of sks_server_stats, and its release. */
+void sks__pool_stats(sks_server *srv, sks_stats *out);
+void sks__pool_free(sks_server *srv);
 void sks__wake(sks_server *srv);              /* async-signal-safe */
 void sks__server_ref(sks_server *srv);
 void sks__server_unref(sks_server *srv);
@@ -108,6 +140,9 @@ int sks__bind(sks_server *srv);
  * datagram, passes here (EINTR retried, no SIGPIPE, timeouts mapped). */
 ssize_t sks__recv(int fd, void *buf, size_t n);
 int sks__send_all(int fd, const void *buf, size_t n);
+/* One sendfile(2) from in_fd at *offset (advanced) to the socket fd:
+ * bytes sent, 0 at end of file, or -errno; never raises SIGPIPE. */
+ssize_t sks__sendfile(int fd, int in_fd, off_t *offset, size_t n);
 int sks__sendto(int fd, const void *buf, size_t n, const sks_addr *to);
 ssize_t sks__recvfrom(int fd, void *buf, size_t cap, sks_addr *from,
                       bool *truncated);
@@ -125,7 +160,8 @@ int sks__ms_until(double deadline);
 #define SKS__BASE_HOOKS                                                      \
     .verify_request = sks_base_verify_request,                               \
     .finish_request = sks_base_finish_request,                               \
-    .handle_error = sks_base_handle_error
+    .handle_error = sks_base_handle_error,                                   \
+    .refuse_request = sks_base_refuse_request
 
 #define SKS__STREAM_HOOKS                                                    \
     .socket_type = SOCK_STREAM,                                              \
@@ -153,6 +189,12 @@ int sks__ms_until(double deadline);
 #define SKS__UNIX_DGRAM_TRANSPORT                                            \
     .address_family = AF_UNIX, .server_bind = sks_unix_server_bind,          \
     SKS__DGRAM_HOOKS
+
+#define SKS__THREADING_HOOKS                                                 \
+    .process_request = sks_threading_process_request,                        \
+    .service_actions = sks_threading_service_actions,                        \
+    .handle_timeout = sks_base_handle_timeout,                               \
+    .server_close = sks_threading_server_close
 
 #define SKS__SYNC_HOOKS                                                      \
     .process_request = sks_base_process_request,                             \

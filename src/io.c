@@ -11,7 +11,9 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <unistd.h>
 
 static int io_error(void)
@@ -48,6 +50,34 @@ int sks__send_all(int fd, const void *buf, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+ssize_t sks__sendfile(int fd, int in_fd, off_t *offset, size_t n)
+{
+    /* sendfile(2) takes no MSG_NOSIGNAL: when the peer has gone, the kernel
+     * sends SIGPIPE to this thread.  Block it around the call, and if the
+     * call failed with EPIPE, take the signal it raised (unless one was
+     * pending already) before unblocking: the process never sees it. */
+    sigset_t pipe_only, old, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    sigpending(&pending);
+    bool had_pipe = sigismember(&pending, SIGPIPE) == 1;
+
+    ssize_t r;
+    do
+        r = sendfile(fd, in_fd, offset, n);
+    while (r < 0 && errno == EINTR);
+    int err = r < 0 ? io_error() : 0;
+
+    if (err == -EPIPE && !had_pipe) {
+        static const struct timespec no_wait = { 0, 0 };
+        while (sigtimedwait(&pipe_only, NULL, &no_wait) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r < 0 ? err : r;
 }
 
 int sks__sendto(int fd, const void *buf, size_t n, const sks_addr *to)

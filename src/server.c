@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,9 +19,17 @@
 #define DEFAULT_MAX_PACKET 8192
 #define DEFAULT_MAX_THREADS 1024
 #define DEFAULT_MAX_CHILDREN 40
+#define DEFAULT_POOL_MIN 4
+#define DEFAULT_POOL_MAX 64
+#define DEFAULT_POOL_QUEUE 64
+#define DEFAULT_POOL_IDLE 30.0
+#define DEFAULT_PREFORK_TIMEOUT 5.0
 /* Back-off while accept fails for lack of descriptors or memory. */
 #define BACKOFF_FIRST_MS 5
 #define BACKOFF_MAX_MS 100
+/* At a concurrency bound, how often the loop looks again whether a request
+ * has ended (see wait_for_request). */
+#define LIMIT_RECHECK_MS 20
 
 /* ------------------------------------------------------------------------ */
 /* Clock                                                                     */
@@ -55,6 +64,9 @@ sks_request *sks__request_new(int fd, size_t packet_cap)
     req->packet_len = 0;
     req->truncated = false;
     req->datagram = packet_cap > 0;
+    req->admitted = false;
+    req->failed = false;
+    req->prev = req->next = NULL;
     return req;
 }
 
@@ -85,6 +97,13 @@ bool sks_request_truncated(const sks_request *req)
     return req->truncated;
 }
 
+int sks_request_reply(sks_request *req, const void *buf, size_t n)
+{
+    if (req->datagram)
+        return sks__sendto(req->fd, buf, n, &req->client);
+    return sks__send_all(req->fd, buf, n);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Creation and release                                                      */
 
@@ -113,6 +132,9 @@ int sks_server_new(sks_server **out, const sks_server_ops *ops,
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL)
         return -ENOMEM;
+    /* Not 0 (stdin): the failure path below closes these when socket()
+     * or pipe2() fails before they are set. */
+    srv->fd = srv->wake_rd = srv->wake_wr = -1;
     err = sks_addr_parse(address, &srv->address);
     if (err == 0 && !family_suits(ops, srv->address.u.sa.sa_family))
         err = -EAFNOSUPPORT;
@@ -129,10 +151,17 @@ int sks_server_new(sks_server **out, const sks_server_ops *ops,
     srv->block_on_close = true;
     srv->max_threads = DEFAULT_MAX_THREADS;
     srv->max_children = DEFAULT_MAX_CHILDREN;
+    srv->pool_min = DEFAULT_POOL_MIN;
+    srv->pool_max = DEFAULT_POOL_MAX;
+    srv->pool_queue = DEFAULT_POOL_QUEUE;
+    srv->pool_idle = DEFAULT_POOL_IDLE;
+    srv->prefork_timeout = DEFAULT_PREFORK_TIMEOUT;
     atomic_init(&srv->refs, 1);
     atomic_init(&srv->shutdown_request, 0);
-    atomic_init(&srv->accept_paused, false);
-    atomic_init(&srv->active, 0);
+    atomic_init(&srv->accepted, 0);
+    atomic_init(&srv->completed, 0);
+    atomic_init(&srv->failed, 0);
+    atomic_init(&srv->refused, 0);
     atomic_init(&srv->nchildren, 0);
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
@@ -200,6 +229,8 @@ void sks__server_unref(sks_server *srv)
     sks__close(srv->wake_wr);
     pthread_mutex_destroy(&srv->lock);
     pthread_cond_destroy(&srv->cond);
+    sks__pool_free(srv);
+    sks__prefork_free(srv);
     free(srv->children);
     free(srv);
 }
@@ -246,6 +277,80 @@ static bool exhaustion(int err)
            err == -ENOMEM;
 }
 
+size_t sks__active(const sks_server *srv)
+{
+    sks_server *m = (sks_server *)srv;
+    /* Ends first: a request that ends between the two loads then shows as
+     * active a moment longer, never as a negative count. */
+    size_t ended = atomic_load(&m->completed) + atomic_load(&m->failed);
+    return atomic_load(&m->accepted) - ended;
+}
+
+/* The bound in force: the mixin's and max_connections, whichever is lower. */
+static size_t limit(const sks_server *srv)
+{
+    size_t a = srv->mixin_limit, b = srv->max_connections;
+    if (a == 0 || (b != 0 && b < a))
+        return b;
+    return a;
+}
+
+static bool at_limit(const sks_server *srv)
+{
+    size_t l = limit(srv);
+    return l != 0 && sks__active(srv) >= l;
+}
+
+static void inflight_add(sks_server *srv, sks_request *req)
+{
+    pthread_mutex_lock(&srv->lock);
+    req->next = srv->inflight;
+    if (srv->inflight != NULL)
+        srv->inflight->prev = req;
+    srv->inflight = req;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* Before the socket is closed, so a drain never shuts down a descriptor
+ * number that has been reused. */
+static void inflight_remove(sks_server *srv, sks_request *req)
+{
+    pthread_mutex_lock(&srv->lock);
+    if (req->prev != NULL)
+        req->prev->next = req->next;
+    else if (srv->inflight == req)
+        srv->inflight = req->next;
+    if (req->next != NULL)
+        req->next->prev = req->prev;
+    req->prev = req->next = NULL;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+void sks__count_end(sks_server *srv, bool failed)
+{
+    bool was_at_limit = at_limit(srv);
+    atomic_fetch_add(failed ? &srv->failed : &srv->completed, 1);
+    /* The loop may be asleep without the listening socket: reopen it. */
+    if (was_at_limit)
+        sks__wake(srv);
+}
+
+static void admit(sks_server *srv, sks_request *req)
+{
+    req->admitted = true;
+    if (!req->datagram)
+        inflight_add(srv, req);
+    atomic_fetch_add(&srv->accepted, 1);
+}
+
+static void refuse(sks_server *srv, sks_request *req, bool overload)
+{
+    atomic_fetch_add(&srv->refused, 1);
+    if (overload)
+        srv->ops->refuse_request(srv, req);
+    sks_server_shutdown_request(srv, req);
+}
+
 /* Python's _handle_request_noblock.  Returns true when a request was taken
  * (whatever became of it). */
 static bool handle_request_noblock(sks_server *srv)
@@ -272,12 +377,17 @@ static bool handle_request_noblock(sks_server *srv)
     }
     srv->backoff_ms = 0;
     if (!ops->verify_request(srv, req)) {
-        sks_server_shutdown_request(srv, req); /* bpo-26309 */
+        refuse(srv, req, false); /* bpo-26309: still shut down */
         return true;
     }
+    if (srv->overload_policy == SKS_OVERLOAD_REFUSE && at_limit(srv)) {
+        refuse(srv, req, true);
+        return true;
+    }
+    admit(srv, req);
     err = ops->process_request(srv, req);
     if (err != 0) {
-        ops->handle_error(srv, req, err);
+        sks_server_handle_error(srv, req, err);
         sks_server_shutdown_request(srv, req);
     }
     return true;
@@ -298,8 +408,13 @@ static int wait_for_request(sks_server *srv, int timeout_ms)
 
     if (srv->closed || srv->fd < 0)
         return SKS_ECLOSED;
-    if (atomic_load(&srv->accept_paused)) {
+    if (srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE && at_limit(srv)) {
+        /* A forked child's end is seen only when it is reaped, and its
+         * wake-up byte comes just before its exit (a killed child sends
+         * none): look again soon rather than sleep through it. */
         n = 1;
+        if (timeout_ms < 0 || timeout_ms > LIMIT_RECHECK_MS)
+            timeout_ms = LIMIT_RECHECK_MS;
     } else if (srv->backoff_ms != 0) {
         double resume = (double)srv->accept_resume.tv_sec +
                         (double)srv->accept_resume.tv_nsec / 1e9;
@@ -329,11 +444,8 @@ static int seconds_to_ms(double s)
     return (int)ceil(s * 1000.0);
 }
 
-int sks_server_serve_forever(sks_server *srv, double poll_interval)
+int sks__serve_begin(sks_server *srv)
 {
-    int ms = seconds_to_ms(poll_interval);
-    int rc = 0;
-
     pthread_mutex_lock(&srv->lock);
     if (srv->serving) {
         pthread_mutex_unlock(&srv->lock);
@@ -343,6 +455,25 @@ int sks_server_serve_forever(sks_server *srv, double poll_interval)
     srv->is_shut_down = false;
     srv->serving_thread = pthread_self();
     pthread_mutex_unlock(&srv->lock);
+    return 0;
+}
+
+void sks__serve_end(sks_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    atomic_store(&srv->shutdown_request, 0);
+    srv->serving = false;
+    srv->is_shut_down = true;
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+int sks_base_serve_forever(sks_server *srv, double poll_interval)
+{
+    int ms = seconds_to_ms(poll_interval);
+    int rc = sks__serve_begin(srv);
+    if (rc != 0)
+        return rc;
 
     while (!atomic_load(&srv->shutdown_request)) {
         int r = wait_for_request(srv, ms);
@@ -357,15 +488,20 @@ int sks_server_serve_forever(sks_server *srv, double poll_interval)
         if (r > 0)
             handle_request_noblock(srv);
         srv->ops->service_actions(srv);
+        /* A pre-forked child recycles itself after its quota. */
+        if (srv->stop_after != 0 &&
+            atomic_load(&srv->accepted) >= srv->stop_after)
+            break;
     }
-
-    pthread_mutex_lock(&srv->lock);
-    atomic_store(&srv->shutdown_request, 0);
-    srv->serving = false;
-    srv->is_shut_down = true;
-    pthread_cond_broadcast(&srv->cond);
-    pthread_mutex_unlock(&srv->lock);
+    sks__serve_end(srv);
     return rc;
+}
+
+int sks_server_serve_forever(sks_server *srv, double poll_interval)
+{
+    if (srv->ops->serve_forever != NULL)
+        return srv->ops->serve_forever(srv, poll_interval);
+    return sks_base_serve_forever(srv, poll_interval);
 }
 
 void sks_server_request_shutdown(sks_server *srv)
@@ -388,6 +524,83 @@ void sks_server_shutdown(sks_server *srv)
     pthread_mutex_unlock(&srv->lock);
 }
 
+static bool is_serving(sks_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    bool serving = srv->serving;
+    pthread_mutex_unlock(&srv->lock);
+    return serving;
+}
+
+/* Waits until the loop has stopped and no request runs, or the deadline.
+ * Once the loop has stopped, this thread does the loop's housekeeping
+ * (reaping threads and children), so ends are noticed. */
+static bool settle(sks_server *srv, double deadline)
+{
+    for (;;) {
+        bool serving = is_serving(srv);
+        if (!serving)
+            srv->ops->service_actions(srv);
+        if (!serving && sks__active(srv) == 0)
+            return true;
+        if (sks__now() >= deadline)
+            return false;
+        struct timespec ts = { .tv_nsec = 2 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Ends what still runs: connections shut down (blocked handlers see end of
+ * input; queued ones end at once), children asked to terminate. */
+static size_t cut_inflight(sks_server *srv, int sig)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&srv->lock);
+    for (sks_request *r = srv->inflight; r != NULL; r = r->next) {
+        (void)shutdown(r->fd, SHUT_RDWR);
+        n++;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    size_t nc = atomic_load(&srv->nchildren);
+    for (size_t i = 0; i < nc; i++)
+        if (kill(srv->children[i], sig) == 0)
+            n++;
+    return n;
+}
+
+int sks_server_drain(sks_server *srv, double timeout, size_t *finished,
+                     size_t *cut)
+{
+    size_t ncut = 0;
+
+    pthread_mutex_lock(&srv->lock);
+    bool self = srv->serving && pthread_equal(srv->serving_thread,
+                                              pthread_self());
+    pthread_mutex_unlock(&srv->lock);
+    if (self)
+        return -EDEADLK; /* the drain would wait for its own request */
+
+    sks_server_request_shutdown(srv);
+    size_t ended0 = atomic_load(&srv->completed) + atomic_load(&srv->failed);
+    bool done = settle(srv, sks__now() + (timeout > 0 ? timeout : 0));
+    size_t ended = atomic_load(&srv->completed) + atomic_load(&srv->failed);
+    if (!done) {
+        /* A cut request is given a second to notice; a child that ignores
+         * SIGTERM then gets SIGKILL and another second. */
+        ncut = cut_inflight(srv, SIGTERM);
+        done = settle(srv, sks__now() + 1.0);
+        if (!done) {
+            (void)cut_inflight(srv, SIGKILL);
+            done = settle(srv, sks__now() + 1.0);
+        }
+    }
+    if (finished != NULL)
+        *finished = ended - ended0;
+    if (cut != NULL)
+        *cut = ncut;
+    return done ? 0 : -ETIMEDOUT;
+}
+
 int sks_server_handle_request(sks_server *srv)
 {
     double deadline = srv->timeout >= 0 ? sks__now() + srv->timeout : 0;
@@ -399,6 +612,12 @@ int sks_server_handle_request(sks_server *srv)
             return r;
         if (r > 0 && handle_request_noblock(srv))
             return 0;
+        /* Still at the bound: only the mixin's housekeeping (a forking
+         * server reaps there) can reopen accepting; without it this call
+         * would wait forever. */
+        if (r == 0 && srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
+            at_limit(srv))
+            srv->ops->service_actions(srv);
         if (srv->timeout >= 0 && sks__now() >= deadline) {
             srv->ops->handle_timeout(srv);
             return -ETIMEDOUT;
@@ -416,12 +635,27 @@ int sks_server_finish_request(sks_server *srv, sks_request *req)
 
 void sks_server_shutdown_request(sks_server *srv, sks_request *req)
 {
+    bool admitted = req->admitted, failed = req->failed;
+    if (admitted && !req->datagram)
+        inflight_remove(srv, req);
     srv->ops->shutdown_request(srv, req);
+    sks__request_free(req);
+    if (admitted)
+        sks__count_end(srv, failed);
+}
+
+void sks__request_release(sks_server *srv, sks_request *req)
+{
+    if (req->admitted && !req->datagram)
+        inflight_remove(srv, req);
+    srv->ops->close_request(srv, req);
     sks__request_free(req);
 }
 
 void sks_server_handle_error(sks_server *srv, sks_request *req, int err)
 {
+    if (req != NULL)
+        req->failed = true;
     srv->ops->handle_error(srv, req, err);
 }
 
@@ -481,6 +715,12 @@ void sks_base_handle_timeout(sks_server *srv)
 void sks_base_service_actions(sks_server *srv)
 {
     (void)srv;
+}
+
+void sks_base_refuse_request(sks_server *srv, sks_request *req)
+{
+    (void)srv;
+    (void)req;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -605,7 +845,35 @@ int sks_server_set_max_children(sks_server *srv, size_t n)
 
 size_t sks_server_active_requests(const sks_server *srv)
 {
-    return atomic_load(&((sks_server *)srv)->active);
+    return sks__active(srv);
+}
+
+int sks_server_set_max_connections(sks_server *srv, size_t n)
+{
+    srv->max_connections = n;
+    return 0;
+}
+
+int sks_server_set_overload_policy(sks_server *srv, int policy)
+{
+    if (policy != SKS_OVERLOAD_BACKPRESSURE && policy != SKS_OVERLOAD_REFUSE)
+        return -EINVAL;
+    srv->overload_policy = policy;
+    return 0;
+}
+
+void sks_server_stats(const sks_server *srv, sks_stats *out)
+{
+    sks_server *m = (sks_server *)srv;
+    /* Ends before accepted, so that active is never negative. */
+    out->completed = atomic_load(&m->completed);
+    out->failed = atomic_load(&m->failed);
+    out->accepted = atomic_load(&m->accepted);
+    out->refused = atomic_load(&m->refused);
+    out->active = out->accepted - out->completed - out->failed;
+    out->queued = 0;
+    out->workers = 0;
+    sks__pool_stats(m, out);
 }
 
 size_t sks_server_active_children(const sks_server *srv)

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEFAULT_RBUFSIZE 8192
 
@@ -214,6 +215,76 @@ int sks_wfile_flush(sks_wfile *w)
     int err = sks__send_all(w->fd, w->buf, w->len);
     w->len = 0;
     return err;
+}
+
+/* pread(2), EINTR retried: bytes read, 0 at end of file, or -errno. */
+static ssize_t pread_some(int fd, void *buf, size_t n, off_t offset)
+{
+    for (;;) {
+        ssize_t r = pread(fd, buf, n, offset);
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+/* The copying path, through sks_wfile_write: for datagram replies and for
+ * files sendfile(2) does not take. */
+static ssize_t copy_file(sks_wfile *w, int fd, off_t offset, size_t count)
+{
+    char chunk[16384];
+    size_t done = 0;
+
+    while (done < count) {
+        size_t want = count - done < sizeof(chunk) ? count - done
+                                                   : sizeof(chunk);
+        ssize_t n = pread_some(fd, chunk, want, offset + (off_t)done);
+        if (n <= 0)
+            return n < 0 ? n : (ssize_t)done;
+        ssize_t err = sks_wfile_write(w, chunk, (size_t)n);
+        if (err < 0)
+            return err;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+ssize_t sks_wfile_sendfile(sks_wfile *w, int fd, off_t offset, size_t count)
+{
+    size_t done = 0;
+
+    if (count > SSIZE_MAX || offset < 0)
+        return -EINVAL;
+    if (w->collect)
+        return copy_file(w, fd, offset, count);
+    /* A small body joins the headers in the buffer: one send for both,
+     * where flush + sendfile would cost two calls and two segments. */
+    if (count <= w->cap - w->len) {
+        while (done < count) {
+            ssize_t n = pread_some(fd, w->buf + w->len, count - done,
+                                   offset + (off_t)done);
+            if (n <= 0)
+                return n < 0 ? n : (ssize_t)done;
+            w->len += (size_t)n;
+            done += (size_t)n;
+        }
+        return (ssize_t)done;
+    }
+    int err = sks_wfile_flush(w);
+    if (err != 0)
+        return err;
+    while (done < count) {
+        ssize_t n = sks__sendfile(w->fd, fd, &offset, count - done);
+        /* EINVAL/ENOSYS before any byte: a file sendfile cannot read
+         * (some special files); copy it instead. */
+        if ((n == -EINVAL || n == -ENOSYS) && done == 0)
+            return copy_file(w, fd, offset, count);
+        if (n <= 0)
+            return n < 0 ? n : (ssize_t)done;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
 }
 
 int sks_wfile_fileno(const sks_wfile *w)

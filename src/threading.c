@@ -21,23 +21,6 @@ struct sks__thread {
     struct sks__thread *next;
 };
 
-static size_t running(const sks_server *srv)
-{
-    return atomic_load(&((sks_server *)srv)->active);
-}
-
-/* Called with srv->lock held when a request ends: below the bound again,
- * so let the loop accept (and wake it, it may be sleeping without the
- * listening socket). */
-static bool reopen_gate(sks_server *srv)
-{
-    if (!atomic_load(&srv->accept_paused) || srv->max_threads == 0 ||
-        running(srv) >= srv->max_threads)
-        return false;
-    atomic_store(&srv->accept_paused, false);
-    return true;
-}
-
 static void *request_thread(void *arg)
 {
     struct sks__thread *t = arg;
@@ -47,12 +30,11 @@ static void *request_thread(void *arg)
 
     int err = srv->ops->finish_request(srv, req);
     if (err != 0)
-        srv->ops->handle_error(srv, req, err);
+        sks_server_handle_error(srv, req, err);
     sks_server_shutdown_request(srv, req);
 
     pthread_mutex_lock(&srv->lock);
-    atomic_fetch_sub(&srv->active, 1);
-    bool wake = reopen_gate(srv);
+    srv->nthreads--;
     if (tracked) {
         /* From here on t belongs to the joiner. */
         t->next = srv->done;
@@ -61,8 +43,6 @@ static void *request_thread(void *arg)
         pthread_cond_broadcast(&srv->cond);
     }
     pthread_mutex_unlock(&srv->lock);
-    if (wake)
-        sks__wake(srv);
     if (!tracked)
         free(t);
     sks__server_unref(srv);
@@ -92,6 +72,8 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
     int err;
 
     reap(srv);
+    /* The loop stops accepting at this bound (or refuses, by policy). */
+    srv->mixin_limit = srv->max_threads;
     t = calloc(1, sizeof(*t));
     if (t == NULL)
         return -ENOMEM;
@@ -109,11 +91,9 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
         pthread_attr_setstacksize(&attr, srv->stack_size);
 
     pthread_mutex_lock(&srv->lock);
-    atomic_fetch_add(&srv->active, 1);
+    srv->nthreads++;
     if (t->tracked)
         srv->ntracked++;
-    if (srv->max_threads != 0 && running(srv) >= srv->max_threads)
-        atomic_store(&srv->accept_paused, true);
     pthread_mutex_unlock(&srv->lock);
 
     sks__server_ref(srv);
@@ -122,10 +102,9 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
     if (err != 0) {
         /* EAGAIN and friends: the loop reports it and closes the request. */
         pthread_mutex_lock(&srv->lock);
-        atomic_fetch_sub(&srv->active, 1);
+        srv->nthreads--;
         if (t->tracked)
             srv->ntracked--;
-        atomic_store(&srv->accept_paused, false);
         pthread_mutex_unlock(&srv->lock);
         sks__server_unref(srv);
         free(t);
@@ -161,12 +140,6 @@ void sks_threading_mixin(sks_server_ops *out, const sks_server_ops *base)
     out->service_actions = sks_threading_service_actions;
     out->server_close = sks_threading_server_close;
 }
-
-#define SKS__THREADING_HOOKS                                                 \
-    .process_request = sks_threading_process_request,                        \
-    .service_actions = sks_threading_service_actions,                        \
-    .handle_timeout = sks_base_handle_timeout,                               \
-    .server_close = sks_threading_server_close
 
 const sks_server_ops sks_threading_tcp_ops = {
     .version = SKS_OPS_VERSION,

@@ -7,11 +7,40 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sys/uio.h>
 
 int sks_udp_server_activate(sks_server *srv)
 {
     (void)srv;
     return 0;
+}
+
+/*
+ * With IP_RECVERR (or IPV6_RECVERR) set on the socket, each ICMP error also
+ * waits in the socket's error queue, and poll reports POLLERR until it is
+ * read: recvfrom alone never empties it, so the loop would spin at full
+ * CPU.  Read it out (bounded).  Only for IP sockets: AF_UNIX ignores
+ * MSG_ERRQUEUE and would hand over a real datagram instead.
+ */
+static void drain_error_queue(sks_server *srv)
+{
+    int family = srv->address.u.sa.sa_family;
+    char buf[512], ctl[512];
+
+    if (family != AF_INET && family != AF_INET6)
+        return;
+    for (int i = 0; i < 64; i++) {
+        struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+        struct msghdr msg = {
+            .msg_iov = &iov,
+            .msg_iovlen = 1,
+            .msg_control = ctl,
+            .msg_controllen = sizeof(ctl),
+        };
+        if (recvmsg(srv->fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0 &&
+            errno != EINTR)
+            return;
+    }
 }
 
 int sks_udp_get_request(sks_server *srv, sks_request **out)
@@ -25,6 +54,7 @@ int sks_udp_get_request(sks_server *srv, sks_request **out)
                               &req->client, &req->truncated);
     if (n < 0) {
         sks__request_free(req);
+        drain_error_queue(srv);
         return (int)n;
     }
     req->packet_len = (size_t)n;

@@ -1,0 +1,265 @@
+/*
+ * prefork.c - PreForkMixIn: a supervising parent and `workers` children
+ * that each run the ordinary loop on the inherited listening socket.
+ *
+ * The mixin replaces only serve_forever, a hook no other mixin touches, so
+ * it composes with all of them: wrap the threading or pool table and each
+ * child runs threads.  The children share one non-blocking listening
+ * socket: a connection wakes every child polling it, one accept wins and
+ * the others see EAGAIN.  With one child per CPU that waste is small and
+ * the design works for every transport (SO_REUSEPORT would not serve Unix
+ * sockets, and would strand the queued connections of a child that dies).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* How often the parent looks for children that died without telling it. */
+#define SUPERVISE_MS 100
+
+struct sks__prefork {
+    pid_t *pids;   /* live children (srv->lock for readers) */
+    size_t n, cap;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Child                                                                     */
+
+static sks_server *child_server;
+
+static void child_on_term(int sig)
+{
+    (void)sig;
+    sks_server_request_shutdown(child_server); /* async-signal-safe */
+}
+
+_Noreturn static void run_child(sks_server *srv, double poll_interval)
+{
+    int parent_wake = srv->wake_wr;
+    int wake[2];
+
+    /* The child is a server of its own: a fresh loop state, its own wake-up
+     * pipe (the inherited one is the parent's), no socket file to remove
+     * (the parent owns it), and SIGTERM/SIGINT mean "drain and leave". */
+    sks__close(srv->wake_rd);
+    if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0)
+        _exit(1);
+    srv->wake_rd = wake[0];
+    srv->wake_wr = wake[1];
+    pthread_mutex_init(&srv->lock, NULL);
+    pthread_cond_init(&srv->cond, NULL);
+    srv->serving = false;
+    srv->is_shut_down = false;
+    atomic_store(&srv->shutdown_request, 0);
+    srv->unlink_on_close = false;
+    srv->stop_after = srv->prefork_max_requests;
+    srv->prefork = NULL; /* the parent's table of children */
+
+    child_server = srv;
+    struct sigaction sa = { .sa_handler = child_on_term };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    int rc = sks_base_serve_forever(srv, poll_interval);
+    (void)sks_server_drain(srv, srv->prefork_timeout, NULL, NULL);
+    sks_server_close(srv);
+    char c = 1;
+    (void)!write(parent_wake, &c, 1); /* reap me now */
+    _exit(rc == 0 ? 0 : 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Parent                                                                    */
+
+static int spawn(sks_server *srv, struct sks__prefork *pf, double poll)
+{
+    if (pf->n == pf->cap) {
+        size_t ncap = pf->cap ? pf->cap * 2 : 8;
+        pid_t *p = realloc(pf->pids, ncap * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        pthread_mutex_lock(&srv->lock);
+        pf->pids = p;
+        pf->cap = ncap;
+        pthread_mutex_unlock(&srv->lock);
+    }
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0)
+        run_child(srv, poll);
+    pthread_mutex_lock(&srv->lock);
+    pf->pids[pf->n++] = pid;
+    pthread_mutex_unlock(&srv->lock);
+    return 0;
+}
+
+/* Reaps children that have exited; returns how many. */
+static size_t reap(sks_server *srv, struct sks__prefork *pf, bool blocking)
+{
+    size_t gone = 0;
+    for (size_t i = 0; i < pf->n;) {
+        pid_t r;
+        do
+            r = waitpid(pf->pids[i], NULL, blocking ? 0 : WNOHANG);
+        while (r < 0 && errno == EINTR);
+        if (r == pf->pids[i] || (r < 0 && errno == ECHILD)) {
+            pthread_mutex_lock(&srv->lock);
+            pf->pids[i] = pf->pids[--pf->n];
+            pthread_mutex_unlock(&srv->lock);
+            gone++;
+        } else {
+            i++;
+        }
+    }
+    return gone;
+}
+
+static void signal_all(struct sks__prefork *pf, int sig)
+{
+    for (size_t i = 0; i < pf->n; i++)
+        (void)kill(pf->pids[i], sig);
+}
+
+/* Sleeps on the wake-up pipe: children write to it as they leave. */
+static void nap(sks_server *srv, int ms)
+{
+    struct pollfd p = { .fd = srv->wake_rd, .events = POLLIN };
+    if (poll(&p, 1, ms) > 0) {
+        char buf[64];
+        while (read(srv->wake_rd, buf, sizeof(buf)) > 0)
+            ;
+    }
+}
+
+static size_t wanted_workers(const sks_server *srv)
+{
+    if (srv->prefork_workers != 0)
+        return srv->prefork_workers;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (size_t)n : 1;
+}
+
+int sks_prefork_serve_forever(sks_server *srv, double poll_interval)
+{
+    if (srv->closed || srv->fd < 0)
+        return SKS_ECLOSED;
+    if (srv->prefork == NULL) {
+        srv->prefork = calloc(1, sizeof(*srv->prefork));
+        if (srv->prefork == NULL)
+            return -ENOMEM;
+    }
+    struct sks__prefork *pf = srv->prefork;
+    size_t want = wanted_workers(srv);
+    int rc = sks__serve_begin(srv);
+    if (rc != 0)
+        return rc;
+
+    while (!atomic_load(&srv->shutdown_request)) {
+        /* Replace children that died or recycled themselves.  A failed
+         * fork is retried on the next turn, not in a tight loop. */
+        while (pf->n < want && spawn(srv, pf, poll_interval) == 0)
+            ;
+        nap(srv, SUPERVISE_MS);
+        reap(srv, pf, false);
+        srv->ops->service_actions(srv);
+    }
+
+    /* Shutdown: every child drains for up to the timeout, then leaves. */
+    signal_all(pf, SIGTERM);
+    double deadline = sks__now() + srv->prefork_timeout + 1.0;
+    while (pf->n > 0 && sks__now() < deadline) {
+        nap(srv, sks__ms_until(deadline) < SUPERVISE_MS ? sks__ms_until(deadline)
+                                                        : SUPERVISE_MS);
+        reap(srv, pf, false);
+    }
+    signal_all(pf, SIGKILL);
+    reap(srv, pf, true);
+    sks__serve_end(srv);
+    return 0;
+}
+
+size_t sks_server_prefork_children(sks_server *srv, pid_t *pids, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&srv->lock);
+    if (srv->prefork != NULL) {
+        n = srv->prefork->n;
+        for (size_t i = 0; i < n && i < cap; i++)
+            pids[i] = srv->prefork->pids[i];
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return n;
+}
+
+int sks_server_set_prefork(sks_server *srv, size_t workers,
+                           size_t max_requests_per_child, double timeout)
+{
+    if (!(timeout >= 0) || workers > 4096)
+        return -EINVAL;
+    srv->prefork_workers = workers;
+    srv->prefork_max_requests = max_requests_per_child;
+    srv->prefork_timeout = timeout;
+    return 0;
+}
+
+void sks__prefork_free(sks_server *srv)
+{
+    if (srv->prefork == NULL)
+        return;
+    free(srv->prefork->pids);
+    free(srv->prefork);
+    srv->prefork = NULL;
+}
+
+void sks_prefork_mixin(sks_server_ops *out, const sks_server_ops *base)
+{
+    /* Only serve_forever changes, and `parent` stays base's: the mixin
+     * base may be (threading, pool) keeps finding its own parent. */
+    *out = *base;
+    out->serve_forever = sks_prefork_serve_forever;
+}
+
+const sks_server_ops sks_prefork_tcp_ops = {
+    .version = SKS_OPS_VERSION,
+    .name = "PreForkTCPServer",
+    SKS__TCP_TRANSPORT,
+    SKS__SYNC_HOOKS,
+    .server_close = sks_tcp_server_close,
+    .serve_forever = sks_prefork_serve_forever,
+};
+
+const sks_server_ops sks_prefork_threading_tcp_ops = {
+    .version = SKS_OPS_VERSION,
+    .name = "PreForkThreadingTCPServer",
+    .parent = &sks_tcp_ops,
+    SKS__TCP_TRANSPORT,
+    SKS__THREADING_HOOKS,
+    .serve_forever = sks_prefork_serve_forever,
+};
+
+const sks_server_ops sks_prefork_unix_stream_ops = {
+    .version = SKS_OPS_VERSION,
+    .name = "PreForkUnixStreamServer",
+    SKS__UNIX_STREAM_TRANSPORT,
+    SKS__SYNC_HOOKS,
+    .server_close = sks_unix_server_close,
+    .serve_forever = sks_prefork_serve_forever,
+};
+
+const sks_server_ops sks_prefork_udp_ops = {
+    .version = SKS_OPS_VERSION,
+    .name = "PreForkUDPServer",
+    SKS__UDP_TRANSPORT,
+    SKS__SYNC_HOOKS,
+    .server_close = sks_tcp_server_close,
+    .serve_forever = sks_prefork_serve_forever,
+};
