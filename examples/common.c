@@ -3,6 +3,7 @@
  */
 #include "common.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,23 +40,38 @@ int example_serve(int argc, char **argv, const sks_server_ops *ops,
     char addr[SKS_ADDRSTRLEN];
     int err;
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s ADDRESS   (e.g. 127.0.0.1:0, [::1]:9000, "
-                        "unix:/tmp/echo.sock, unix:@echo)\n", argv[0]);
-        return 2;
-    }
-    err = sks_server_new(&the_server, ops, argv[1], cls, NULL, SKS_NO_BIND);
+    /* Started by socket activation (systemd, systemd-socket-activate):
+     * serve the socket passed, already bound; ADDRESS is then optional
+     * and, if given, not used. */
+    err = sks_server_new_activated(&the_server, ops, NULL, cls, NULL);
     if (err == 0) {
-        sks_server_set_allow_reuse_address(the_server, true);
         if (configure != NULL)
             configure(the_server);
-        err = sks_server_bind_and_activate(the_server);
-    }
-    if (err != 0) {
-        fprintf(stderr, "%s: cannot serve %s: %s\n", argv[0], argv[1],
-                sks_strerror(err));
-        sks_server_free(the_server);
+    } else if (err != -ENOENT) {
+        fprintf(stderr, "%s: cannot serve the activated socket: %s\n",
+                argv[0], sks_strerror(err));
         return 1;
+    } else if (argc != 2) {
+        fprintf(stderr, "usage: %s ADDRESS   (e.g. 127.0.0.1:0, [::1]:9000, "
+                        "unix:/tmp/echo.sock, unix:@echo)\n"
+                        "       ADDRESS may be omitted under socket "
+                        "activation (LISTEN_FDS)\n", argv[0]);
+        return 2;
+    } else {
+        err = sks_server_new(&the_server, ops, argv[1], cls, NULL,
+                             SKS_NO_BIND);
+        if (err == 0) {
+            sks_server_set_allow_reuse_address(the_server, true);
+            if (configure != NULL)
+                configure(the_server);
+            err = sks_server_bind_and_activate(the_server);
+        }
+        if (err != 0) {
+            fprintf(stderr, "%s: cannot serve %s: %s\n", argv[0], argv[1],
+                    sks_strerror(err));
+            sks_server_free(the_server);
+            return 1;
+        }
     }
 
     struct sigaction sa;

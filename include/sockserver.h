@@ -112,7 +112,9 @@ SKS_EXTERN int sks_addr_parse(const char *str, sks_addr *out);
 /*
  * Formats an address in the syntax sks_addr_parse() reads, so that
  * parse(format(a)) == a: "127.0.0.1:54321", "[::1]:9000",
- * "unix:/tmp/s.sock", "unix:@name", "unix:" for an unnamed peer.
+ * "unix:/tmp/s.sock", "unix:@name", "unix:" for an unnamed peer.  (One
+ * exception: a relative path that begins with '@' is written "unix:./@x",
+ * which names the same file, as "unix:@x" would be an abstract name.)
  * Writes at most cap bytes including the NUL.  Returns the string length,
  * -ENOSPC when cap is too small (SKS_ADDRSTRLEN always suffices), or
  * -EAFNOSUPPORT for another family.  Thread safety: any.
@@ -313,7 +315,8 @@ typedef struct sks_handler_class {
                          return in one piece; 0: 8192 (Python's default) */
     size_t wbufsize;  /* 0: unbuffered, every write is sent in full at once
                          (Python's default); else a write buffer size */
-    double timeout;   /* per-operation I/O timeout in seconds; 0: none */
+    double timeout;   /* per-operation I/O timeout in seconds; 0: none
+                         (so is INFINITY or any value over INT_MAX) */
     bool disable_nagle_algorithm; /* TCP_NODELAY on TCP connections */
 } sks_handler_class;
 
@@ -326,7 +329,9 @@ SKS_EXTERN int sks_stream_finish(sks_handler *h);
 /* DatagramRequestHandler: setup makes rfile read the packet and wfile
  * collect the reply; finish sends the collected bytes (possibly none) to
  * the client in one datagram and returns sendto's error, if any (e.g. an
- * unnamed Unix peer: -EDESTADDRREQ), so handle_error reports it. */
+ * unnamed Unix peer: -EDESTADDRREQ), so handle_error reports it.  A reply
+ * to a Unix peer never waits: when the peer's queue is full (it does not
+ * read), the reply is dropped with -EAGAIN. */
 SKS_EXTERN int sks_datagram_setup(sks_handler *h);
 SKS_EXTERN int sks_datagram_finish(sks_handler *h);
 
@@ -612,7 +617,10 @@ SKS_EXTERN void sks_forking_collect_children(sks_server *srv);
  * block_on_close finishes queued and running requests first; without it,
  * queued requests are closed unserved (counted as failed) and running ones
  * are not waited for.  Same thread-safety rules as the threading mixin.
- * sks_server_stats reports workers and queued.
+ * sks_server_stats reports workers and queued.  The bound is on requests
+ * in flight, max_workers + queue_size: `queued` alone may exceed
+ * queue_size for the moment a worker that has just finished a request
+ * takes to come back for the next.
  */
 SKS_EXTERN void sks_pool_mixin(sks_server_ops *out, const sks_server_ops *base);
 SKS_EXTERN int sks_pool_process_request(sks_server *srv, sks_request *req);
@@ -744,6 +752,145 @@ SKS_EXTERN void sks_server_stats(const sks_server *srv, sks_stats *out);
  */
 SKS_EXTERN int sks_server_drain(sks_server *srv, double timeout,
                                 size_t *finished, size_t *cut);
+
+/* ------------------------------------------------------------------------ */
+/* Inherited sockets and socket activation                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Creates a server on a socket that is already bound (and, for a stream
+ * server, already listening) instead of binding one: a socket inherited
+ * from a supervisor, a parent process or systemd.  The socket's family and
+ * type must suit ops (AF_INET or AF_INET6 for the TCP/UDP tables, AF_UNIX
+ * for the Unix ones; SOCK_STREAM or SOCK_DGRAM as ops says), a stream
+ * socket must be listening (SO_ACCEPTCONN) and a datagram socket bound.
+ * The server sets FD_CLOEXEC on fd and makes a stream listener
+ * non-blocking, as its own listeners are (a datagram socket is made
+ * blocking, as its own are); sks_server_address() is the socket's
+ * getsockname().  The options read at bind (reuse_address, queue size...)
+ * no longer apply.  On success the server owns fd and closes it at
+ * server_close; a Unix socket file it did not create is never removed.
+ * On failure *out is NULL and fd is left open, still the caller's.
+ * Returns 0, -EBADF, -ENOTSOCK, -EAFNOSUPPORT (family), -EPROTOTYPE
+ * (type), -EINVAL (a stream socket not listening, a datagram socket not
+ * bound), -ENOMEM.  Thread safety: any.
+ */
+SKS_EXTERN int sks_server_new_from_fd(sks_server **out,
+                                      const sks_server_ops *ops, int fd,
+                                      const sks_handler_class *handler,
+                                      void *user);
+
+/* The first descriptor passed by socket activation (SD_LISTEN_FDS_START). */
+#define SKS_LISTEN_FDS_START 3
+
+/*
+ * The systemd socket-activation protocol, read without libsystemd (as
+ * sd_listen_fds_with_names): when LISTEN_PID is this process and
+ * LISTEN_FDS is n, descriptors 3 .. 3+n-1 were passed to it, named by the
+ * colon-separated LISTEN_FDNAMES ("unknown" when absent).  Sets FD_CLOEXEC
+ * on each.  With unset_environment, removes LISTEN_PID, LISTEN_FDS and
+ * LISTEN_FDNAMES (whatever they held), so that children do not inherit
+ * them.  If names is not NULL and n > 0, *names gets a malloc'd array of n
+ * malloc'd strings plus a NULL (the caller frees each and the array);
+ * otherwise *names is set to NULL.  Returns n (0: not activated, or
+ * activated for another process), -EINVAL for malformed variables (LISTEN_FDS
+ * not a number, a name count that does not match), -ENOMEM.  The
+ * descriptors are then the caller's (sks_server_new_from_fd adopts one);
+ * use this or sks_server_new_activated, not both for one activation.
+ * Thread safety: reads and changes the environment, so call it at
+ * start-up before other threads run (getenv/unsetenv are not thread-safe).
+ */
+SKS_EXTERN int sks_listen_fds(bool unset_environment, char ***names);
+
+/*
+ * Creates a server on a socket passed by socket activation: with name
+ * NULL, the first passed socket not adopted yet whose family and type suit
+ * ops (see sks_server_new_from_fd); else the first one not adopted yet
+ * named `name` in LISTEN_FDNAMES (systemd's FileDescriptorName=, or
+ * systemd-socket-activate --fdname).  Reads the variables as
+ * sks_listen_fds(true, NULL) does when they are set for this process, so
+ * several servers can each adopt one of the passed sockets, one call each.
+ * Returns 0; -ENOENT when the process was not activated or no passed
+ * socket is left (or has that name); for a socket found that does not
+ * suit ops, the error of sks_server_new_from_fd (it stays available);
+ * -EINVAL for malformed variables.  Thread safety: as sks_listen_fds.
+ */
+SKS_EXTERN int sks_server_new_activated(sks_server **out,
+                                        const sks_server_ops *ops,
+                                        const char *name,
+                                        const sks_handler_class *handler,
+                                        void *user);
+
+/* ------------------------------------------------------------------------ */
+/* PROXY protocol (behind HAProxy and other load balancers)                  */
+/* ------------------------------------------------------------------------ */
+
+/* Versions for sks_server_set_proxy_protocol. */
+enum {
+    SKS_PROXY_V1 = 1u << 0,  /* the text header, "PROXY TCP4 ...\r\n" */
+    SKS_PROXY_V2 = 1u << 1,  /* the binary header */
+    SKS_PROXY_ANY = SKS_PROXY_V1 | SKS_PROXY_V2,
+};
+
+/* The longest PROXY header accepted: a v1 line is at most 107 bytes by the
+ * specification; a v2 header (16 bytes, addresses and TLVs) longer than
+ * this is refused as oversized. */
+#define SKS_PROXY_HEADER_MAX 2048
+
+/*
+ * HAProxy's PROXY protocol (versions 1 and 2, doc/proxy-protocol.txt),
+ * for stream servers behind a load balancer that sends it (HAProxy's
+ * send-proxy / send-proxy-v2).  With versions non-zero, every accepted
+ * connection must start with a PROXY header of one of those versions; 0
+ * (the default) turns it off.  The header is read in finish_request,
+ * before the handler's setup, in the request's own thread or child (a
+ * threading, pool or forking server never blocks its accept loop on it; a
+ * synchronous server waits for it up to the proxy timeout).  Exactly the
+ * header's bytes are consumed, so rfile starts at the payload.
+ *
+ * Then the request's client address (sks_handler_client_address,
+ * sks_request_client_address, handle_error's report) is the original
+ * client's from the header, and sks_request_proxy_address() is the
+ * connection's real peer, the proxy.  A v2 LOCAL command (a health check),
+ * a v1 UNKNOWN line, and a v2 header of the UNSPEC family or protocol keep
+ * the real peer as the client address.  v2 TLVs are checked for framing
+ * and skipped; a CRC32C TLV is verified.
+ *
+ * A missing, malformed, truncated, oversized or wrong-version header ends
+ * the request before its handler runs: finish_request returns -EPROTO
+ * (-EMSGSIZE for oversized, -ETIMEDOUT when the header is not complete
+ * within the proxy timeout, -EACCES for a peer outside the trusted
+ * proxies), so handle_error reports it and the connection is closed.
+ * verify_request runs before the header is read and sees the proxy's
+ * address.  Returns 0, -EINVAL for unknown bits, -EOPNOTSUPP for a
+ * datagram server.  Set it before serving.
+ */
+SKS_EXTERN int sks_server_set_proxy_protocol(sks_server *srv,
+                                             unsigned versions);
+
+/* How long a PROXY header may take to arrive in full, in seconds, from
+ * the start of finish_request: > 0, default 5 (the specification asks for
+ * at least 3, to cover a TCP retransmit).  0 or -EINVAL.  Set it before
+ * serving. */
+SKS_EXTERN int sks_server_set_proxy_timeout(sks_server *srv, double seconds);
+
+/*
+ * Adds a trusted proxy: an IPv4 or IPv6 address, or a network in CIDR
+ * form ("127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8").  Once any is added,
+ * a PROXY-protocol connection whose real peer is not in the list is
+ * refused (-EACCES) before its header is read; an IPv4-mapped IPv6 peer
+ * (::ffff:a.b.c.d) matches the IPv4 entries.  Connections over a Unix
+ * socket are not filtered: its file permissions say who may connect.
+ * Up to 16 entries.  Returns 0, SKS_EADDRESS for a malformed entry,
+ * -ENOSPC when the list is full.  Set it before serving.
+ */
+SKS_EXTERN int sks_server_add_trusted_proxy(sks_server *srv,
+                                            const char *network);
+
+/* The connection's real peer (the proxy) once a PROXY header has been
+ * read for req; NULL when the server does not use the PROXY protocol (or
+ * before the header is read, as in verify_request). */
+SKS_EXTERN const sks_addr *sks_request_proxy_address(const sks_request *req);
 
 #ifdef __cplusplus
 }

@@ -220,7 +220,10 @@ int sks_addr_format(const sks_addr *a, char *buf, size_t cap)
             n = 0;
         if (n > 0 && p[0] == '\0')
             return format_abstract(p + 1, n - 1, buf, cap);
-        w = snprintf(buf, cap, "%s%.*s", unix_prefix, (int)strnlen(p, n), p);
+        /* A relative path that begins with '@' would read back as an
+         * abstract name: "./" keeps it a path, to the same file. */
+        w = snprintf(buf, cap, "%s%s%.*s", unix_prefix,
+                     n > 0 && p[0] == '@' ? "./" : "", (int)strnlen(p, n), p);
         break;
     }
     default:

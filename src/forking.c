@@ -39,9 +39,24 @@ static void remember(sks_server *srv, pid_t pid)
     atomic_store(&srv->nchildren, n + 1);
 }
 
+/* False only when it is certain that no child of this process has exited:
+ * one waitid() that reaps nothing (WNOWAIT) spares a busy loop a waitpid()
+ * per running child on every turn.  A foreign child's exit makes it true,
+ * which costs only the per-child look that would have run anyway. */
+static bool some_child_exited(void)
+{
+    siginfo_t si;
+    si.si_pid = 0;
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+        return true; /* ECHILD: the list is stale, let the look forget it */
+    return si.si_pid != 0;
+}
+
 static void collect(sks_server *srv, bool blocking)
 {
     size_t n = atomic_load(&srv->nchildren);
+    if (n == 0 || (!blocking && !some_child_exited()))
+        return;
     for (size_t i = 0; i < n;) {
         pid_t r;
         int status = 0;

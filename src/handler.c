@@ -26,6 +26,14 @@ int sks_base_finish_request(sks_server *srv, sks_request *req)
         .request = req,
         .cls = cls,
     };
+    /* The PROXY header is read here, in the request's own thread or child,
+     * so that a slow or silent proxy never holds up the accept loop; a bad
+     * header ends the request before the handler sees it. */
+    if (srv->proxy_versions != 0 && !req->datagram) {
+        int perr = sks__proxy_accept(srv, req);
+        if (perr != 0)
+            return perr;
+    }
     int err = cls->setup ? cls->setup(&h) : 0;
     if (err != 0) {
         /* As Python: no handle, no finish after a failed setup.  But a

@@ -18,6 +18,10 @@ struct sks_request {
     bool failed;        /* handle_error ran for it */
     /* In-flight stream requests, so a drain can cut them (srv->lock). */
     struct sks_request *prev, *next;
+    /* PROXY protocol: set once the header is read (client is then the
+     * original client's address, proxy the connection's real peer). */
+    bool proxied;
+    sks_addr proxy;
     size_t packet_len;  /* datagram: bytes received (after truncation) */
     bool truncated;     /* datagram: MSG_TRUNC */
     bool datagram;      /* packet[] holds a datagram */
@@ -110,6 +114,18 @@ struct sks_server {
     atomic_size_t nchildren;
 
     atomic_int refs;           /* the owner + each running request thread */
+
+    /* PROXY protocol (proxy.c): versions accepted (0: off), header
+     * timeout (0: SKS__PROXY_DEFAULT_TIMEOUT), trusted proxies (none: any
+     * peer). */
+    unsigned proxy_versions;
+    double proxy_timeout;
+    struct sks__net {
+        int family;            /* AF_INET or AF_INET6 */
+        unsigned prefix;       /* bits */
+        unsigned char addr[16];
+    } trusted[16];
+    size_t ntrusted;
 };
 
 /* Request lifetime. */
@@ -147,6 +163,32 @@ int sks__sendto(int fd, const void *buf, size_t n, const sks_addr *to);
 ssize_t sks__recvfrom(int fd, void *buf, size_t cap, sks_addr *from,
                       bool *truncated);
 void sks__close(int fd);
+/* Waits until fd is readable or the deadline (sks__now() seconds) passes,
+ * then peeks at up to n bytes without consuming them: the count, 0 at end
+ * of input, -ETIMEDOUT, or -errno. */
+ssize_t sks__peek(int fd, void *buf, size_t n, double deadline);
+/* Consumes exactly n bytes that are already in fd's receive queue (peeked
+ * before), without waiting: 0, -EPROTO if fewer were there, or -errno. */
+int sks__recv_queued(int fd, void *buf, size_t n);
+
+/*
+ * PROXY protocol (proxy.c).  sks__proxy_parse reads a header at the start
+ * of buf[0..n) for the accepted versions: returns its length (> 0) when
+ * complete and valid, filling *out; 0 when valid so far but incomplete;
+ * -EPROTO when malformed (or of a version not accepted), -EMSGSIZE when
+ * longer than SKS_PROXY_HEADER_MAX.  A prefix of a valid header is never
+ * an error, and an error stays one whatever follows.  sks__proxy_accept
+ * reads the header of a stream request (finish_request) and applies it.
+ */
+typedef struct sks__proxy_header {
+    int version;        /* 1 or 2 */
+    bool local;         /* LOCAL, UNKNOWN or UNSPEC: keep the real peer */
+    sks_addr src, dst;  /* when !local */
+} sks__proxy_header;
+ssize_t sks__proxy_parse(const void *buf, size_t n, unsigned versions,
+                         sks__proxy_header *out);
+int sks__proxy_accept(sks_server *srv, sks_request *req);
+#define SKS__PROXY_DEFAULT_TIMEOUT 5.0
 
 /* Monotonic clock helpers. */
 double sks__now(void);

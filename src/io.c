@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -85,12 +86,19 @@ int sks__sendto(int fd, const void *buf, size_t n, const sks_addr *to)
     /* An unnamed Unix peer (it never bound) cannot be answered. */
     if (to->len <= sizeof(sa_family_t))
         return -EDESTADDRREQ;
+    /* A Unix datagram waits for room in the receiver's queue: a peer that
+     * never reads its replies would block the server for good.  Drop the
+     * reply instead (-EAGAIN), as a datagram may be.  UDP waits only for
+     * the local send buffer to drain, which it always does. */
+    bool unix_peer = to->u.sa.sa_family == AF_UNIX;
+    int flags = MSG_NOSIGNAL | (unix_peer ? MSG_DONTWAIT : 0);
     for (;;) {
-        ssize_t w = sendto(fd, buf, n, MSG_NOSIGNAL, &to->u.sa, to->len);
+        ssize_t w = sendto(fd, buf, n, flags, &to->u.sa, to->len);
         if (w >= 0)
             return 0;
-        if (errno != EINTR)
-            return io_error();
+        if (errno == EINTR)
+            continue;
+        return unix_peer ? -errno : io_error();
     }
 }
 
@@ -117,6 +125,45 @@ ssize_t sks__recvfrom(int fd, void *buf, size_t cap, sks_addr *from,
         if (errno != EINTR)
             return -errno;
     }
+}
+
+ssize_t sks__peek(int fd, void *buf, size_t n, double deadline)
+{
+    /* poll bounds the wait (the socket itself stays blocking for the
+     * handler); MSG_DONTWAIT makes a spurious wake-up a retry, not a
+     * block past the deadline. */
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int r = poll(&p, 1, sks__ms_until(deadline));
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        if (r > 0) {
+            ssize_t k = recv(fd, buf, n, MSG_PEEK | MSG_DONTWAIT);
+            if (k >= 0)
+                return k;
+            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+                return -errno;
+        }
+        if (sks__now() >= deadline)
+            return -ETIMEDOUT;
+    }
+}
+
+int sks__recv_queued(int fd, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+        } else if (r == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+            return -EPROTO; /* the peeked bytes are gone: cannot happen */
+        } else if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    return 0;
 }
 
 void sks__close(int fd)

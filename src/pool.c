@@ -84,7 +84,11 @@ static struct sks__pool *pool_of(sks_server *srv)
     }
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->work, NULL);
+    /* Published under the server's lock: sks_server_stats reads it from
+     * any thread. */
+    pthread_mutex_lock(&srv->lock);
     srv->pool = p;
+    pthread_mutex_unlock(&srv->lock);
     pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < srv->pool_min; i++)
         if (spawn(srv, p) != 0)
@@ -183,7 +187,11 @@ int sks_pool_process_request(sks_server *srv, sks_request *req)
     struct sks__pool *p = pool_of(srv);
     if (p == NULL)
         return -ENOMEM;
-    srv->mixin_limit = srv->pool_max + srv->pool_queue;
+    /* Written only when it changes: workers read it as their requests
+     * end (sks__count_end), and a rewrite of the same value is still a
+     * data race for them. */
+    if (srv->mixin_limit != srv->pool_max + srv->pool_queue)
+        srv->mixin_limit = srv->pool_max + srv->pool_queue;
     reap(p);
 
     pthread_mutex_lock(&p->lock);
@@ -236,11 +244,21 @@ void sks_pool_server_close(sks_server *srv)
         }
     }
     pthread_cond_broadcast(&p->work);
-    struct worker *all = p->threads;
-    p->threads = NULL;
-    if (!srv->block_on_close)
-        for (struct worker *w = all; w != NULL; w = w->next)
-            w->detached = !w->exited;
+    /* Workers not waited for are detached here, under the lock: once it
+     * is released such a worker may free its record at any moment, so
+     * the record must not be touched again.  The others are joined. */
+    struct worker *all = NULL;
+    while (p->threads != NULL) {
+        struct worker *w = p->threads;
+        p->threads = w->next;
+        if (!srv->block_on_close && !w->exited) {
+            w->detached = true;
+            pthread_detach(w->tid);
+        } else {
+            w->next = all;
+            all = w;
+        }
+    }
     pthread_mutex_unlock(&p->lock);
 
     for (size_t i = 0; i < ndropped; i++) {
@@ -250,19 +268,17 @@ void sks_pool_server_close(sks_server *srv)
     free(dropped);
     while (all != NULL) {
         struct worker *next = all->next;
-        if (all->detached) {
-            pthread_detach(all->tid); /* it frees its own record */
-        } else {
-            pthread_join(all->tid, NULL);
-            free(all);
-        }
+        pthread_join(all->tid, NULL);
+        free(all);
         all = next;
     }
 }
 
 void sks__pool_stats(sks_server *srv, sks_stats *out)
 {
+    pthread_mutex_lock(&srv->lock);
     struct sks__pool *p = srv->pool;
+    pthread_mutex_unlock(&srv->lock);
     if (p == NULL)
         return;
     pthread_mutex_lock(&p->lock);

@@ -40,7 +40,8 @@ static void child_on_term(int sig)
     sks_server_request_shutdown(child_server); /* async-signal-safe */
 }
 
-_Noreturn static void run_child(sks_server *srv, double poll_interval)
+_Noreturn static void run_child(sks_server *srv, double poll_interval,
+                                const sigset_t *mask)
 {
     int parent_wake = srv->wake_wr;
     int wake[2];
@@ -60,13 +61,16 @@ _Noreturn static void run_child(sks_server *srv, double poll_interval)
     atomic_store(&srv->shutdown_request, 0);
     srv->unlink_on_close = false;
     srv->stop_after = srv->prefork_max_requests;
-    srv->prefork = NULL; /* the parent's table of children */
+    /* The parent's table of children: freed, not just dropped, or the
+     * child would leave it unreachable (memcheck: definitely lost). */
+    sks__prefork_free(srv);
 
     child_server = srv;
     struct sigaction sa = { .sa_handler = child_on_term };
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    pthread_sigmask(SIG_SETMASK, mask, NULL); /* see spawn */
 
     int rc = sks_base_serve_forever(srv, poll_interval);
     (void)sks_server_drain(srv, srv->prefork_timeout, NULL, NULL);
@@ -91,11 +95,22 @@ static int spawn(sks_server *srv, struct sks__prefork *pf, double poll)
         pf->cap = ncap;
         pthread_mutex_unlock(&srv->lock);
     }
+    /* SIGTERM and SIGINT stay blocked from before the fork until the
+     * child has its own handler and loop state: one arriving in between
+     * would run the parent's handler, then be wiped out by the reset of
+     * shutdown_request, and the child would serve on until SIGKILL. */
+    sigset_t term, old;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigaddset(&term, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &term, &old);
     pid_t pid = fork();
-    if (pid < 0)
-        return -errno;
     if (pid == 0)
-        run_child(srv, poll);
+        run_child(srv, poll, &old);
+    int err = pid < 0 ? -errno : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0)
+        return err;
     pthread_mutex_lock(&srv->lock);
     pf->pids[pf->n++] = pid;
     pthread_mutex_unlock(&srv->lock);
@@ -153,9 +168,14 @@ int sks_prefork_serve_forever(sks_server *srv, double poll_interval)
     if (srv->closed || srv->fd < 0)
         return SKS_ECLOSED;
     if (srv->prefork == NULL) {
-        srv->prefork = calloc(1, sizeof(*srv->prefork));
-        if (srv->prefork == NULL)
+        struct sks__prefork *fresh = calloc(1, sizeof(*fresh));
+        if (fresh == NULL)
             return -ENOMEM;
+        /* Published under the lock: sks_server_prefork_children reads it
+         * from any thread. */
+        pthread_mutex_lock(&srv->lock);
+        srv->prefork = fresh;
+        pthread_mutex_unlock(&srv->lock);
     }
     struct sks__prefork *pf = srv->prefork;
     size_t want = wanted_workers(srv);

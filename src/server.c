@@ -30,6 +30,10 @@
 /* At a concurrency bound, how often the loop looks again whether a request
  * has ended (see wait_for_request). */
 #define LIMIT_RECHECK_MS 20
+/* After an eager try of get_request finds nothing waiting, this many
+ * requests are taken after a poll before the loop tries eagerly again
+ * (see sks_base_serve_forever). */
+#define EAGER_PAUSE 16
 
 /* ------------------------------------------------------------------------ */
 /* Clock                                                                     */
@@ -66,6 +70,7 @@ sks_request *sks__request_new(int fd, size_t packet_cap)
     req->datagram = packet_cap > 0;
     req->admitted = false;
     req->failed = false;
+    req->proxied = false;
     req->prev = req->next = NULL;
     return req;
 }
@@ -435,9 +440,21 @@ static int wait_for_request(sks_server *srv, int timeout_ms)
     return n == 2 && p[1].revents != 0;
 }
 
+/* True when the loop may try get_request without polling first: the
+ * socket is open, and accepting is neither paused at the concurrency bound
+ * nor backing off after descriptor or memory exhaustion. */
+static bool may_take_eagerly(const sks_server *srv)
+{
+    return !srv->closed && srv->fd >= 0 && srv->backoff_ms == 0 &&
+           !(srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
+             at_limit(srv));
+}
+
 static int seconds_to_ms(double s)
 {
-    if (s < 0)
+    /* Negative, or NaN (whose conversion to int would be undefined): no
+     * timer, as poll(-1). */
+    if (!(s >= 0))
         return -1;
     if (s > 86400.0)
         return 86400 * 1000;
@@ -475,8 +492,21 @@ int sks_base_serve_forever(sks_server *srv, double poll_interval)
     if (rc != 0)
         return rc;
 
+    /*
+     * Eager turns: right after a request was taken the next one is often
+     * waiting already (a busy datagram server, a burst of connections), and
+     * taking it without the poll saves a system call per request, as a
+     * blocking recvfrom or accept loop would.  get_request never blocks
+     * (non-blocking listener, MSG_DONTWAIT datagrams), so a try that finds
+     * nothing costs one -EAGAIN; after such a miss the next EAGER_PAUSE
+     * requests are taken the usual way.  Shutdown is still checked, and
+     * service_actions still runs, every turn.
+     */
+    bool took = false;
+    unsigned pause = 0;
     while (!atomic_load(&srv->shutdown_request)) {
-        int r = wait_for_request(srv, ms);
+        bool eager = took && pause == 0 && may_take_eagerly(srv);
+        int r = eager ? 1 : wait_for_request(srv, ms);
         /* bpo-35017: a shutdown seen after the wait ends the loop before
          * another request is accepted. */
         if (atomic_load(&srv->shutdown_request))
@@ -485,8 +515,11 @@ int sks_base_serve_forever(sks_server *srv, double poll_interval)
             rc = r;
             break;
         }
-        if (r > 0)
-            handle_request_noblock(srv);
+        took = r > 0 && handle_request_noblock(srv);
+        if (eager && !took)
+            pause = EAGER_PAUSE;
+        else if (took && !eager && pause > 0)
+            pause--;
         srv->ops->service_actions(srv);
         /* A pre-forked child recycles itself after its quota. */
         if (srv->stop_after != 0 &&

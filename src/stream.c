@@ -188,6 +188,10 @@ ssize_t sks_wfile_write(sks_wfile *w, const void *buf, size_t n)
 
     if (n > SSIZE_MAX)
         return -EINVAL;
+    /* Nothing to do; and a datagram's reply buffer may still be NULL,
+     * where even NULL + 0 is undefined (found by fuzz_datagram). */
+    if (n == 0)
+        return 0;
     if (w->collect) {
         err = collect(w, buf, n);
     } else if (w->cap == 0) {
@@ -298,6 +302,10 @@ int sks_wfile_fileno(const sks_wfile *w)
 static int set_timeout(int fd, double seconds)
 {
     struct timeval tv;
+    /* Too long for a timeval (INFINITY, say): that is no timeout, the
+     * socket's default; converting it would be undefined behaviour. */
+    if (!(seconds < (double)INT_MAX))
+        return 0;
     tv.tv_sec = (time_t)seconds;
     tv.tv_usec = (suseconds_t)((seconds - floor(seconds)) * 1e6);
     if (tv.tv_sec == 0 && tv.tv_usec == 0)

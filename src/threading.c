@@ -49,20 +49,44 @@ static void *request_thread(void *arg)
     return NULL;
 }
 
-/* Joins the threads that have ended; never blocks for long, they have
- * only their return left to run. */
-static void reap(sks_server *srv)
+/*
+ * Joins the threads that have ended.  A thread puts itself on `done` just
+ * before it returns, so one may not have exited yet: joining it would put
+ * the serving thread to sleep (a futex wait and two context switches, for
+ * about every other request on a busy server).  Unless `wait` is set, such
+ * a thread stays on the list for a later turn, as Python's reap() keeps
+ * the threads still alive.
+ */
+static void reap(sks_server *srv, bool wait)
 {
+    struct sks__thread *keep = NULL;
+
     pthread_mutex_lock(&srv->lock);
     struct sks__thread *t = srv->done;
     srv->done = NULL;
     pthread_mutex_unlock(&srv->lock);
     while (t != NULL) {
         struct sks__thread *next = t->next;
-        pthread_join(t->tid, NULL);
-        free(t);
+        if (wait) {
+            pthread_join(t->tid, NULL);
+            free(t);
+        } else if (pthread_tryjoin_np(t->tid, NULL) == EBUSY) {
+            t->next = keep;
+            keep = t;
+        } else {
+            free(t);
+        }
         t = next;
     }
+    if (keep == NULL)
+        return;
+    pthread_mutex_lock(&srv->lock);
+    t = keep;
+    while (t->next != NULL)
+        t = t->next;
+    t->next = srv->done;
+    srv->done = keep;
+    pthread_mutex_unlock(&srv->lock);
 }
 
 int sks_threading_process_request(sks_server *srv, sks_request *req)
@@ -71,9 +95,13 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
     struct sks__thread *t;
     int err;
 
-    reap(srv);
-    /* The loop stops accepting at this bound (or refuses, by policy). */
-    srv->mixin_limit = srv->max_threads;
+    reap(srv, false);
+    /* The loop stops accepting at this bound (or refuses, by policy).
+     * Written only when it changes: request threads read it as they end
+     * (sks__count_end), and a rewrite of the same value is still a data
+     * race for them. */
+    if (srv->mixin_limit != srv->max_threads)
+        srv->mixin_limit = srv->max_threads;
     t = calloc(1, sizeof(*t));
     if (t == NULL)
         return -ENOMEM;
@@ -115,7 +143,7 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
 
 void sks_threading_service_actions(sks_server *srv)
 {
-    reap(srv);
+    reap(srv, false);
     srv->ops->parent->service_actions(srv);
 }
 
@@ -129,7 +157,7 @@ void sks_threading_server_close(sks_server *srv)
     while (srv->ntracked > 0)
         pthread_cond_wait(&srv->cond, &srv->lock);
     pthread_mutex_unlock(&srv->lock);
-    reap(srv);
+    reap(srv, true);
 }
 
 void sks_threading_mixin(sks_server_ops *out, const sks_server_ops *base)

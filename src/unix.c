@@ -29,7 +29,10 @@ static bool is_stale_socket(const sks_server *srv, const char *path)
     struct stat st;
     if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
         return false;
-    int fd = socket(AF_UNIX, srv->ops->socket_type | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a live server whose backlog is full would make a
+     * blocking connect wait for it; EAGAIN says "alive" at once. */
+    int fd = socket(AF_UNIX, srv->ops->socket_type | SOCK_CLOEXEC |
+                                 SOCK_NONBLOCK, 0);
     if (fd < 0)
         return false;
     int r;

@@ -1,0 +1,151 @@
+# deploy_lib.sh - what the deployment tests share (sourced by
+# test_activation.sh, test_haproxy.sh and test_reuseport.sh): a temporary
+# directory, background programs tracked by PID and killed at exit, bounded
+# waits, free loopback ports, and the cmocka-style summary that
+# tests/run_tests.sh reads ("[  PASSED  ] N test(s).", "[  FAILED  ] ...").
+#
+# A script sets SUITE, defines test_* functions, then calls run_suite with
+# their names.  Everything listens on 127.0.0.1 or a Unix path in $T.
+
+set -u
+BUILD=${BUILD:-build}
+EX=$BUILD/examples
+T=$(mktemp -d "${TMPDIR:-/tmp}/sks-${SUITE:-deploy}.XXXXXX")
+declare -A PID OUT
+
+cleanup() {
+    local name
+    for name in "${!PID[@]}"; do
+        kill -KILL "${PID[$name]}" 2>/dev/null
+        wait "${PID[$name]}" 2>/dev/null
+    done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# fail MESSAGE: say why, and fail the current test.
+fail() {
+    echo "  failure: $*"
+    return 1
+}
+
+# start NAME PROGRAM [ARGS...]: runs it in the background, stdout to
+# $T/NAME.out and stderr to $T/NAME.err; sets PID[NAME] and OUT[NAME].
+start() {
+    local name=$1
+    shift
+    "$@" >"$T/$name.out" 2>"$T/$name.err" &
+    PID[$name]=$!
+    OUT[$name]=$T/$name.out
+}
+
+# wait_for NAME PATTERN FILE [SECONDS]: waits (5 s by default) until FILE
+# has a line matching PATTERN while NAME runs.
+wait_for() {
+    local name=$1 pattern=$2 file=$3 ticks=$((${4:-5} * 50)) i
+    for ((i = 0; i < ticks; i++)); do
+        grep -qs -- "$pattern" "$file" && return 0
+        kill -0 "${PID[$name]}" 2>/dev/null || break
+        sleep 0.02
+    done
+    grep -qs -- "$pattern" "$file" && return 0
+    echo "  $name: no '$pattern' in $file; stderr: $(head -c 400 "$T/$name.err")"
+    return 1
+}
+
+# address_of NAME: the ADDRESS of the server's "listening on ADDRESS".
+address_of() { sed -n '1s/^listening on //p' "${OUT[$1]}"; }
+
+# stop NAME: SIGTERM, then waits (5 s at most; then SIGKILL); sets STATUS.
+stop() {
+    local name=$1 pid=${PID[$1]} i
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 250; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.02
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        STATUS=killed
+    else
+        wait "$pid"
+        STATUS=$?
+    fi
+    unset "PID[$name]"
+}
+
+# listening PORT: whether something listens on 127.0.0.1:PORT (from
+# /proc, so that asking does not make a connection).
+listening() {
+    local hex
+    hex=$(printf '0100007F:%04X' "$1")
+    awk -v a="$hex" '$2 == a && $4 == "0A" { found = 1 } END { exit !found }' \
+        /proc/net/tcp
+}
+
+# free_port: a TCP port nothing on this machine uses now (it may of course
+# be taken before it is bound: callers retry).
+free_port() {
+    local p
+    for ((;;)); do
+        p=$((20000 + RANDOM % 12000))
+        # In any address column, local or remote: a conservative choice.
+        grep -qs ":$(printf '%04X' "$p") " /proc/net/tcp /proc/net/tcp6 \
+            /proc/net/udp /proc/net/udp6 || { echo "$p"; return; }
+    done
+}
+
+# line_client [SOCAT-ADDRESS-OPTIONS...]: sends stdin, prints the replies;
+# at most 10 s.  E.g. printf 'x\n' | line_client TCP:127.0.0.1:80,bind=...
+line_client() { timeout 10 socat -t 5 -T 5 - "$@"; }
+
+# need PROGRAM PACKAGE: returns 77 (the test is skipped) when PROGRAM is
+# missing, saying which Debian package has it.
+need() {
+    have "$1" && return 0
+    echo "  skipped: $1 not found (apt-get install $2)"
+    return 77
+}
+
+# run_suite TEST...: runs each test function (status 0: passed, 77:
+# skipped, else failed), prints the summary, exits.
+run_suite() {
+    local passed=0 skipped=0 t rc
+    local -a failed=()
+    echo "[==========] Running $# test(s)."
+    for t in "$@"; do
+        echo "[ RUN      ] $t"
+        "$t"
+        rc=$?
+        if [ "$rc" = 0 ]; then
+            echo "[       OK ] $t"
+            passed=$((passed + 1))
+        elif [ "$rc" = 77 ]; then
+            echo "[  SKIPPED ] $t"
+            skipped=$((skipped + 1))
+        else
+            echo "[  FAILED  ] $t"
+            failed+=("$t")
+        fi
+    done
+    echo "[==========] $SUITE: $# test(s) run."
+    echo "[  PASSED  ] $passed test(s)."
+    [ "$skipped" -gt 0 ] && echo "[  SKIPPED ] $skipped test(s)."
+    if [ "${#failed[@]}" -gt 0 ]; then
+        echo "[  FAILED  ] ${#failed[@]} test(s), listed below:"
+        for t in "${failed[@]}"; do echo "[  FAILED  ] $t"; done
+        exit 1
+    fi
+    exit 0
+}
+
+# skip_suite REASON: the whole suite cannot run here (a program is
+# missing); says so and exits 0 without counting a test.
+skip_suite() {
+    echo "[==========] $SUITE: skipped: $*"
+    echo "[  PASSED  ] 0 test(s)."
+    exit 0
+}

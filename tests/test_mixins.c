@@ -1,0 +1,690 @@
+/*
+ * test_mixins.c - how the concurrency mixins compose: with a user's
+ * overrides in a copy of a predefined table, with a user's own table
+ * wrapped by sks_threading_mixin()/sks_forking_mixin(), and with overrides
+ * in a copy of the mixin's output; the eight predefined tables; and the
+ * threading and forking echo examples serving others while a client idles.
+ */
+#define _GNU_SOURCE
+#include "support.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* Where the hooks ran: counters for this process, a pipe for children       */
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int verifies, refusals;      /* verify_request calls, falses returned */
+    int finishes, errors, shutdowns, services, timeouts, closes;
+    pthread_t verify_thread;     /* the serving thread, as verify saw it */
+    pthread_t finish_threads[8];
+    int nfinish_threads;
+    pthread_t error_thread;
+    bool close_saw_socket;       /* server_close override ran first */
+} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void reset_state(void)
+{
+    pthread_mutex_lock(&S.lock);
+    S.verifies = S.refusals = S.finishes = S.errors = S.shutdowns = 0;
+    S.services = S.timeouts = S.closes = S.nfinish_threads = 0;
+    S.close_saw_socket = false;
+    pthread_mutex_unlock(&S.lock);
+}
+
+static void bump(int *counter)
+{
+    pthread_mutex_lock(&S.lock);
+    (*counter)++;
+    pthread_cond_broadcast(&S.cond);
+    pthread_mutex_unlock(&S.lock);
+}
+
+static int get_int(const int *p)
+{
+    pthread_mutex_lock(&S.lock);
+    int v = *p;
+    pthread_mutex_unlock(&S.lock);
+    return v;
+}
+
+static bool shutdowns_at_least_3(void *arg)
+{
+    (void)arg;
+    return get_int(&S.shutdowns) >= 3;
+}
+
+/* Forked children report here: kind and pid, one write each. */
+typedef struct report {
+    char kind; /* 'F' finish_request, 'E' handle_error, 'S' shutdown_request */
+    pid_t pid;
+} report;
+
+static int report_pipe[2] = { -1, -1 };
+
+static void send_report(char kind)
+{
+    report r = { .kind = kind, .pid = getpid() };
+    if (report_pipe[1] >= 0)
+        (void)!write(report_pipe[1], &r, sizeof(r));
+}
+
+static bool next_report(report *r, int timeout_ms)
+{
+    struct pollfd p = { .fd = report_pipe[0], .events = POLLIN };
+    if (poll(&p, 1, timeout_ms) != 1)
+        return false;
+    return read(report_pipe[0], r, sizeof(*r)) == (ssize_t)sizeof(*r);
+}
+
+/* In a forked child (a request of a forking server)? */
+static pid_t test_pid;
+
+static bool in_child(void)
+{
+    return getpid() != test_pid;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A handler: echo one line; "fail\n" fails                                  */
+
+static int line_handle(sks_handler *h)
+{
+    char line[256];
+    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
+    if (n < 0)
+        return (int)n;
+    if (n == 5 && memcmp(line, "fail\n", 5) == 0)
+        return SKS_EHANDLER;
+    return sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0
+               ? SKS_EHANDLER : 0;
+}
+
+static const sks_handler_class line_echo = {
+    .setup = sks_stream_setup,
+    .handle = line_handle,
+    .finish = sks_stream_finish,
+};
+
+/* ------------------------------------------------------------------------ */
+/* The user's overrides                                                      */
+
+/* Refuses every second connection (the 2nd, the 4th...). */
+static bool my_verify_request(sks_server *srv, sks_request *req)
+{
+    pthread_mutex_lock(&S.lock);
+    int n = ++S.verifies;
+    S.verify_thread = pthread_self();
+    if (n % 2 == 0)
+        S.refusals++;
+    pthread_mutex_unlock(&S.lock);
+    /* "super", then mine. */
+    return sks_base_verify_request(srv, req) && n % 2 == 1;
+}
+
+static int my_finish_request(sks_server *srv, sks_request *req)
+{
+    if (in_child()) {
+        send_report('F');
+    } else {
+        pthread_mutex_lock(&S.lock);
+        S.finishes++;
+        if (S.nfinish_threads < 8)
+            S.finish_threads[S.nfinish_threads++] = pthread_self();
+        pthread_mutex_unlock(&S.lock);
+    }
+    return sks_base_finish_request(srv, req);
+}
+
+static void my_handle_error(sks_server *srv, sks_request *req, int err)
+{
+    (void)srv;
+    (void)req;
+    (void)err;
+    if (in_child()) {
+        send_report('E');
+        return;
+    }
+    pthread_mutex_lock(&S.lock);
+    S.errors++;
+    S.error_thread = pthread_self();
+    pthread_mutex_unlock(&S.lock);
+}
+
+static void my_shutdown_request(sks_server *srv, sks_request *req)
+{
+    sks_tcp_shutdown_request(srv, req);
+    if (in_child())
+        send_report('S');
+    else
+        bump(&S.shutdowns);
+}
+
+static void my_service_actions(sks_server *srv)
+{
+    sks_base_service_actions(srv);
+    bump(&S.services);
+}
+
+static void my_handle_timeout(sks_server *srv)
+{
+    sks_base_handle_timeout(srv);
+    bump(&S.timeouts);
+}
+
+static void my_server_close(sks_server *srv)
+{
+    pthread_mutex_lock(&S.lock);
+    S.closes++;
+    S.close_saw_socket = sks_server_fileno(srv) >= 0;
+    pthread_mutex_unlock(&S.lock);
+    sks_tcp_server_close(srv);
+}
+
+/* The user's own TCPServer "subclass", with every hook a mixin leaves to
+ * it, and some it wraps, overridden. */
+static sks_server_ops my_tcp_table(void)
+{
+    sks_server_ops ops = sks_tcp_ops;
+    ops.name = "MyTCPServer";
+    ops.verify_request = my_verify_request;
+    ops.finish_request = my_finish_request;
+    ops.handle_error = my_handle_error;
+    ops.shutdown_request = my_shutdown_request;
+    ops.service_actions = my_service_actions;
+    ops.handle_timeout = my_handle_timeout;
+    ops.server_close = my_server_close;
+    return ops;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Clients                                                                   */
+
+static void expect_echo(const char *address)
+{
+    int c = client_connect(address);
+    assert_true(c >= 0);
+    assert_echo(c, "hello\n");
+    client_close(c);
+}
+
+/* The server closes without answering (refused, or failed).  A refused
+ * client sends nothing: closing a socket with unread input resets it. */
+static void expect_closed(const char *address, const char *line)
+{
+    char buf[16];
+    int c = client_connect(address);
+    assert_true(c >= 0);
+    if (line != NULL)
+        assert_int_equal(client_send_all(c, line, strlen(line)), 0);
+    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    client_close(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threading                                                                 */
+
+/* Copy sks_threading_tcp_ops, override verify_request: both apply. */
+static void test_threading_table_copy_keeps_verify_request_override(void **state)
+{
+    (void)state;
+    sks_server_ops ops = sks_threading_tcp_ops;
+    ops.verify_request = my_verify_request;
+    ops.finish_request = my_finish_request;
+    test_server ts;
+
+    reset_state();
+    ts_start(&ts, &ops, "127.0.0.1:0", &line_echo, NULL, 0.01);
+    expect_echo(ts.address);              /* 1st: served */
+    expect_closed(ts.address, NULL);      /* 2nd: refused */
+    expect_echo(ts.address);              /* 3rd: served */
+    ts_stop(&ts);
+
+    assert_int_equal(S.verifies, 3);
+    assert_int_equal(S.refusals, 1);
+    assert_int_equal(S.finishes, 2); /* no handler for the refused one */
+    assert_true(pthread_equal(S.verify_thread, ts.thread));
+    for (int i = 0; i < S.nfinish_threads; i++)
+        assert_false(pthread_equal(S.finish_threads[i], ts.thread));
+}
+
+/*
+ * sks_threading_mixin over the user's own table: every override of the
+ * user's runs (verify in the serving thread; finish, handle_error and
+ * shutdown in request threads; service_actions every turn; server_close
+ * first, then the mixin's wait), and the requests run in threads.
+ */
+static void test_threading_mixin_over_user_table_keeps_every_override(void **state)
+{
+    (void)state;
+    sks_server_ops mine = my_tcp_table();
+    sks_server_ops ops;
+    test_server ts;
+
+    sks_threading_mixin(&ops, &mine);
+    assert_ptr_equal(ops.parent, &mine);
+    assert_ptr_equal(ops.process_request, sks_threading_process_request);
+    assert_ptr_equal(ops.service_actions, sks_threading_service_actions);
+    assert_ptr_equal(ops.server_close, sks_threading_server_close);
+    assert_ptr_equal(ops.verify_request, my_verify_request);
+    assert_ptr_equal(ops.finish_request, my_finish_request);
+    assert_ptr_equal(ops.handle_error, my_handle_error);
+    assert_ptr_equal(ops.shutdown_request, my_shutdown_request);
+    assert_ptr_equal(ops.handle_timeout, my_handle_timeout);
+
+    reset_state();
+    ts_start(&ts, &ops, "127.0.0.1:0", &line_echo, NULL, 0.01);
+    expect_echo(ts.address);              /* 1st: served */
+    expect_closed(ts.address, NULL);      /* 2nd: refused */
+    expect_closed(ts.address, "fail\n");  /* 3rd: fails in its thread */
+    /* Every request has been shut down through the user's hook. */
+    assert_true(wait_until(shutdowns_at_least_3, NULL, 5000));
+    ts_stop(&ts);
+
+    assert_int_equal(S.verifies, 3);
+    assert_int_equal(S.finishes, 2);
+    assert_int_equal(S.errors, 1);
+    assert_int_equal(S.shutdowns, 3);
+    assert_true(S.services > 0);
+    assert_int_equal(S.closes, 1);
+    assert_true(S.close_saw_socket);
+    assert_true(pthread_equal(S.verify_thread, ts.thread));
+    assert_false(pthread_equal(S.error_thread, ts.thread));
+    for (int i = 0; i < S.nfinish_threads; i++)
+        assert_false(pthread_equal(S.finish_threads[i], ts.thread));
+}
+
+static int other_errors;
+
+static void other_handle_error(sks_server *srv, sks_request *req, int err)
+{
+    (void)srv;
+    (void)req;
+    (void)err;
+    bump(&other_errors);
+}
+
+/* An override made in a copy of the mixin's output applies too: the mixin
+ * runs each request through the server's table. */
+static void test_override_in_copy_of_mixin_output_applies(void **state)
+{
+    (void)state;
+    sks_server_ops mine = my_tcp_table();
+    sks_server_ops wrapped, ops;
+    test_server ts;
+
+    sks_threading_mixin(&wrapped, &mine);
+    ops = wrapped;
+    ops.handle_error = other_handle_error;
+    reset_state();
+    other_errors = 0;
+    ts_start(&ts, &ops, "127.0.0.1:0", &line_echo, NULL, 0.01);
+    expect_closed(ts.address, "fail\n");
+    ts_stop(&ts); /* joins the request thread */
+    assert_int_equal(other_errors, 1);
+    assert_int_equal(S.errors, 0);
+    assert_int_equal(S.finishes, 1); /* the user's, from the base table */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Forking                                                                   */
+
+/* Copy sks_forking_tcp_ops, override verify_request: it runs in the
+ * parent, the handler in children, and a refused client gets no child. */
+static void test_forking_table_copy_keeps_verify_request_override(void **state)
+{
+    (void)state;
+    sks_server_ops ops = sks_forking_tcp_ops;
+    ops.verify_request = my_verify_request;
+    ops.finish_request = my_finish_request;
+    test_server ts;
+    report r;
+
+    reset_state();
+    assert_int_equal(pipe2(report_pipe, O_CLOEXEC), 0);
+    ts_start(&ts, &ops, "127.0.0.1:0", &line_echo, NULL, 0.01);
+    expect_echo(ts.address);
+    expect_closed(ts.address, NULL);
+    expect_echo(ts.address);
+    ts_stop(&ts);
+
+    assert_int_equal(S.verifies, 3);
+    assert_int_equal(S.refusals, 1);
+    assert_true(pthread_equal(S.verify_thread, ts.thread)); /* parent */
+    for (int i = 0; i < 2; i++) {
+        assert_true(next_report(&r, 0));
+        assert_int_equal(r.kind, 'F');
+        assert_int_not_equal(r.pid, getpid());
+    }
+    assert_false(next_report(&r, 0)); /* no child for the refused one */
+    assert_int_equal(S.finishes, 0);
+    assert_int_equal(count_children(), 0);
+    close(report_pipe[0]);
+    close(report_pipe[1]);
+    report_pipe[0] = report_pipe[1] = -1;
+}
+
+/*
+ * sks_forking_mixin over the user's own table: finish_request,
+ * handle_error and shutdown_request overrides run in the child;
+ * verify_request, service_actions, handle_timeout and server_close in the
+ * parent (the mixin's handle_timeout reaps, then calls the user's).
+ */
+static void test_forking_mixin_over_user_table_keeps_every_override(void **state)
+{
+    (void)state;
+    sks_server_ops mine = my_tcp_table();
+    sks_server_ops ops;
+    report r;
+
+    sks_forking_mixin(&ops, &mine);
+    assert_ptr_equal(ops.parent, &mine);
+    assert_ptr_equal(ops.process_request, sks_forking_process_request);
+    assert_ptr_equal(ops.service_actions, sks_forking_service_actions);
+    assert_ptr_equal(ops.handle_timeout, sks_forking_handle_timeout);
+    assert_ptr_equal(ops.server_close, sks_forking_server_close);
+    assert_ptr_equal(ops.verify_request, my_verify_request);
+    assert_ptr_equal(ops.finish_request, my_finish_request);
+    assert_ptr_equal(ops.handle_error, my_handle_error);
+    assert_ptr_equal(ops.shutdown_request, my_shutdown_request);
+
+    reset_state();
+    assert_int_equal(pipe2(report_pipe, O_CLOEXEC), 0);
+    sks_server *srv = NULL;
+    assert_int_equal(sks_server_new(&srv, &ops, "127.0.0.1:0", &line_echo,
+                                    NULL, 0), 0);
+    assert_int_equal(sks_server_set_timeout(srv, 0.05), 0);
+    char address[SKS_ADDRSTRLEN];
+    sks_addr_format(sks_server_address(srv), address, sizeof(address));
+
+    /* Driven by handle_request: served, refused, failed. */
+    int c = client_connect(address);
+    assert_true(c >= 0);
+    assert_int_equal(sks_server_handle_request(srv), 0);
+    assert_echo(c, "hello\n");
+    client_close(c);
+
+    c = client_connect(address);
+    assert_true(c >= 0);
+    assert_int_equal(sks_server_handle_request(srv), 0);
+    char buf[16];
+    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    client_close(c);
+
+    c = client_connect(address);
+    assert_true(c >= 0);
+    assert_int_equal(client_send_all(c, "fail\n", 5), 0);
+    assert_int_equal(sks_server_handle_request(srv), 0);
+    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    client_close(c);
+
+    /* The children's reports, in order for each child: "FS" from the
+     * one served, "FES" from the one that failed. */
+    pid_t pids[2] = { 0, 0 };
+    char seq[2][4] = { "", "" };
+    for (int i = 0; i < 5; i++) {
+        assert_true(next_report(&r, 5000));
+        assert_int_not_equal(r.pid, getpid());
+        int k = pids[0] == 0 || pids[0] == r.pid ? 0 : 1;
+        pids[k] = r.pid;
+        assert_true(strlen(seq[k]) < 3);
+        seq[k][strlen(seq[k])] = r.kind;
+    }
+    assert_int_not_equal(pids[0], pids[1]);
+    assert_true((strcmp(seq[0], "FS") == 0 && strcmp(seq[1], "FES") == 0) ||
+                (strcmp(seq[0], "FES") == 0 && strcmp(seq[1], "FS") == 0));
+    /* In the parent: only the refused request's shutdown, no error. */
+    assert_int_equal(S.shutdowns, 1);
+    assert_int_equal(S.errors, 0);
+    assert_int_equal(S.verifies, 3);
+
+    /* A timeout reaches the user's handle_timeout through the mixin's. */
+    assert_int_equal(sks_server_handle_request(srv), -ETIMEDOUT);
+    assert_int_equal(S.timeouts, 1);
+    sks_server_free(srv);
+    assert_int_equal(S.closes, 1);
+    assert_true(S.close_saw_socket);
+    assert_int_equal(count_children(), 0);
+    assert_false(next_report(&r, 0));
+    close(report_pipe[0]);
+    close(report_pipe[1]);
+    report_pipe[0] = report_pipe[1] = -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The predefined tables                                                     */
+
+static void assert_mixin_of(const sks_server_ops *t, const sks_server_ops *base,
+                            bool threading)
+{
+    assert_int_equal(t->version, SKS_OPS_VERSION);
+    assert_ptr_equal(t->parent, base);
+    assert_int_equal(t->address_family, base->address_family);
+    assert_int_equal(t->socket_type, base->socket_type);
+    /* The transport's own hooks... */
+    assert_ptr_equal(t->server_bind, base->server_bind);
+    assert_ptr_equal(t->server_activate, base->server_activate);
+    assert_ptr_equal(t->get_request, base->get_request);
+    assert_ptr_equal(t->verify_request, base->verify_request);
+    assert_ptr_equal(t->finish_request, base->finish_request);
+    assert_ptr_equal(t->shutdown_request, base->shutdown_request);
+    assert_ptr_equal(t->close_request, base->close_request);
+    assert_ptr_equal(t->handle_error, base->handle_error);
+    /* ...and the mixin's. */
+    if (threading) {
+        assert_ptr_equal(t->process_request, sks_threading_process_request);
+        assert_ptr_equal(t->service_actions, sks_threading_service_actions);
+        assert_ptr_equal(t->server_close, sks_threading_server_close);
+        assert_ptr_equal(t->handle_timeout, base->handle_timeout);
+    } else {
+        assert_ptr_equal(t->process_request, sks_forking_process_request);
+        assert_ptr_equal(t->service_actions, sks_forking_service_actions);
+        assert_ptr_equal(t->server_close, sks_forking_server_close);
+        assert_ptr_equal(t->handle_timeout, sks_forking_handle_timeout);
+    }
+}
+
+static const struct {
+    const sks_server_ops *table, *base;
+    const char *name;
+    bool threading;
+} predefined[] = {
+    { &sks_threading_tcp_ops, &sks_tcp_ops, "ThreadingTCPServer", true },
+    { &sks_threading_udp_ops, &sks_udp_ops, "ThreadingUDPServer", true },
+    { &sks_threading_unix_stream_ops, &sks_unix_stream_ops,
+      "ThreadingUnixStreamServer", true },
+    { &sks_threading_unix_dgram_ops, &sks_unix_dgram_ops,
+      "ThreadingUnixDatagramServer", true },
+    { &sks_forking_tcp_ops, &sks_tcp_ops, "ForkingTCPServer", false },
+    { &sks_forking_udp_ops, &sks_udp_ops, "ForkingUDPServer", false },
+    { &sks_forking_unix_stream_ops, &sks_unix_stream_ops,
+      "ForkingUnixStreamServer", false },
+    { &sks_forking_unix_dgram_ops, &sks_unix_dgram_ops,
+      "ForkingUnixDatagramServer", false },
+};
+
+/* Each predefined table is its mixin over its transport, with Python's
+ * name; and applying the mixin to the transport gives the same hooks. */
+static void test_eight_predefined_tables_are_mixin_over_transport(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(predefined) / sizeof(predefined[0]); i++) {
+        const sks_server_ops *t = predefined[i].table;
+        assert_string_equal(t->name, predefined[i].name);
+        assert_mixin_of(t, predefined[i].base, predefined[i].threading);
+
+        sks_server_ops made;
+        if (predefined[i].threading)
+            sks_threading_mixin(&made, predefined[i].base);
+        else
+            sks_forking_mixin(&made, predefined[i].base);
+        assert_mixin_of(&made, predefined[i].base, predefined[i].threading);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The examples: an idle client holds up nobody                              */
+
+static pid_t example_pid = -1;
+static int example_out = -1;
+
+static int stop_example(void **state)
+{
+    (void)state;
+    if (example_pid > 0) {
+        kill(example_pid, SIGKILL);
+        waitpid(example_pid, NULL, 0);
+        example_pid = -1;
+    }
+    if (example_out >= 0) {
+        close(example_out);
+        example_out = -1;
+    }
+    return 0;
+}
+
+/* build/.../examples/NAME, beside this test's own directory. */
+static void example_path(const char *name, char *buf, size_t cap)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    assert_non_null(slash);
+    *slash = '\0';
+    snprintf(buf, cap, "%s/../examples/%s", self, name);
+    if (access(buf, X_OK) != 0)
+        fail_msg("%s is missing: build the examples first (make examples)",
+                 buf);
+}
+
+/* Starts the example on 127.0.0.1:0; returns its bound address. */
+static void start_example(const char *name, char *address, size_t cap)
+{
+    char path[PATH_MAX + 64];
+    int out[2];
+    example_path(name, path, sizeof(path));
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    fflush(NULL);
+    example_pid = fork();
+    assert_true(example_pid >= 0);
+    if (example_pid == 0) {
+        dup2(out[1], STDOUT_FILENO);
+        execl(path, name, "127.0.0.1:0", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    example_out = out[0];
+
+    /* "listening on ADDRESS\n", within 5 s. */
+    char line[SKS_ADDRSTRLEN + 32];
+    size_t got = 0;
+    double end = now_seconds() + 5.0;
+    while (got == 0 || line[got - 1] != '\n') {
+        struct pollfd p = { .fd = example_out, .events = POLLIN };
+        int left = (int)((end - now_seconds()) * 1000);
+        assert_true(left > 0 && poll(&p, 1, left) == 1);
+        ssize_t r = read(example_out, line + got, 1);
+        assert_int_equal(r, 1);
+        got++;
+        assert_true(got < sizeof(line));
+    }
+    line[got - 1] = '\0';
+    assert_int_equal(strncmp(line, "listening on ", 13), 0);
+    size_t len = strlen(line + 13);
+    assert_true(len < cap);
+    memcpy(address, line + 13, len + 1);
+}
+
+static void idle_clients_hold_up_nobody(const char *name)
+{
+    enum { IDLE = 3, ACTIVE = 5 };
+    char address[SKS_ADDRSTRLEN];
+    int idle[IDLE];
+
+    start_example(name, address, sizeof(address));
+    /* Connected, one says half a line, none ends a line. */
+    for (int i = 0; i < IDLE; i++) {
+        idle[i] = client_connect(address);
+        assert_true(idle[i] >= 0);
+    }
+    assert_int_equal(client_send_all(idle[0], "half a li", 9), 0);
+
+    double t0 = now_seconds();
+    for (int i = 0; i < ACTIVE; i++) {
+        int c = client_connect(address);
+        assert_true(c >= 0);
+        assert_echo(c, "served while others idle\n");
+        client_close(c);
+    }
+    double took = now_seconds() - t0;
+    assert_true(took < 1.0);
+
+    /* The idle ones were being served all along. */
+    assert_int_equal(client_send_all(idle[0], "ne\n", 3), 0);
+    char buf[32];
+    assert_int_equal(client_recv_line(idle[0], buf, sizeof(buf)), 12);
+    assert_memory_equal(buf, "half a line\n", 12);
+    for (int i = 0; i < IDLE; i++)
+        client_close(idle[i]);
+
+    /* Idle again: SIGTERM ends it with status 0 within 1 s. */
+    assert_int_equal(kill(example_pid, SIGTERM), 0);
+    double t1 = now_seconds();
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(example_pid, &status, WNOHANG)) == 0 &&
+           now_seconds() - t1 < 5.0)
+        sleep_ms(5);
+    assert_int_equal(r, example_pid);
+    example_pid = -1;
+    assert_true(now_seconds() - t1 < 1.0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_threading_example_serves_others_while_clients_idle(void **state)
+{
+    (void)state;
+    idle_clients_hold_up_nobody("echo_threading_server");
+}
+
+static void test_forking_example_serves_others_while_clients_idle(void **state)
+{
+    (void)state;
+    idle_clients_hold_up_nobody("echo_forking_server");
+}
+
+int main(void)
+{
+    test_pid = getpid();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_threading_table_copy_keeps_verify_request_override),
+        cmocka_unit_test(test_threading_mixin_over_user_table_keeps_every_override),
+        cmocka_unit_test(test_override_in_copy_of_mixin_output_applies),
+        cmocka_unit_test(test_forking_table_copy_keeps_verify_request_override),
+        cmocka_unit_test(test_forking_mixin_over_user_table_keeps_every_override),
+        cmocka_unit_test(test_eight_predefined_tables_are_mixin_over_transport),
+        cmocka_unit_test_teardown(test_threading_example_serves_others_while_clients_idle,
+                                  stop_example),
+        cmocka_unit_test_teardown(test_forking_example_serves_others_while_clients_idle,
+                                  stop_example),
+    };
+    /* TEST_FILTER=pattern runs only the matching tests. */
+    if (getenv("TEST_FILTER") != NULL)
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

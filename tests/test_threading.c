@@ -1,0 +1,945 @@
+/*
+ * test_threading.c - ThreadingMixIn and the Threading*Server tables: each
+ * request in its own thread, errors reported from that thread, the
+ * max_threads bound, block_on_close and daemon_threads at server_close,
+ * the stack size, and bookkeeping that does not grow with requests served.
+ */
+#define _GNU_SOURCE
+#include "support.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* What the handlers report to the test, under one lock                      */
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int started;           /* handlers that have begun */
+    int finished;          /* handlers that have ended */
+    int running, max_running;
+    int releases;          /* permits for handlers waiting in hold() */
+    int arrived;           /* barrier */
+    bool barrier_broken;
+    int errors;            /* handle_error calls */
+    int last_error;
+    pthread_t error_thread;
+    pthread_t handler_thread;
+    int shutdowns;         /* shutdown_request calls (overridden table) */
+    pthread_t tids[8];     /* threads the scenario's handlers ran in */
+    int ntids;
+    size_t stack_size;     /* as seen by a handler */
+} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void reset_state(void)
+{
+    pthread_mutex_lock(&S.lock);
+    S.started = S.finished = S.running = S.max_running = 0;
+    S.releases = S.arrived = 0;
+    S.barrier_broken = false;
+    S.errors = S.last_error = S.shutdowns = S.ntids = 0;
+    S.stack_size = 0;
+    pthread_mutex_unlock(&S.lock);
+}
+
+static int get_int(const int *p)
+{
+    pthread_mutex_lock(&S.lock);
+    int v = *p;
+    pthread_mutex_unlock(&S.lock);
+    return v;
+}
+
+/* Waits (bounded) until *p >= want; returns the last value seen. */
+static int wait_int_at_least(const int *p, int want, int timeout_ms)
+{
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += timeout_ms / 1000;
+    end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&S.lock);
+    while (*p < want &&
+           pthread_cond_timedwait(&S.cond, &S.lock, &end) != ETIMEDOUT)
+        ;
+    int v = *p;
+    pthread_mutex_unlock(&S.lock);
+    return v;
+}
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void handler_begins(void)
+{
+    pthread_mutex_lock(&S.lock);
+    S.started++;
+    S.running++;
+    if (S.running > S.max_running)
+        S.max_running = S.running;
+    pthread_cond_broadcast(&S.cond);
+    pthread_mutex_unlock(&S.lock);
+}
+
+static void handler_ends(void)
+{
+    pthread_mutex_lock(&S.lock);
+    S.running--;
+    S.finished++;
+    pthread_cond_broadcast(&S.cond);
+    pthread_mutex_unlock(&S.lock);
+}
+
+/* Waits (at most 5 s) for a permit from release(); false on timeout. */
+static bool hold(void)
+{
+    struct timespec end;
+    deadline_in(&end, 5000);
+    pthread_mutex_lock(&S.lock);
+    while (S.releases == 0 &&
+           pthread_cond_timedwait(&S.cond, &S.lock, &end) != ETIMEDOUT)
+        ;
+    bool ok = S.releases > 0;
+    if (ok)
+        S.releases--;
+    pthread_mutex_unlock(&S.lock);
+    return ok;
+}
+
+static void release(int n)
+{
+    pthread_mutex_lock(&S.lock);
+    S.releases += n;
+    pthread_cond_broadcast(&S.cond);
+    pthread_mutex_unlock(&S.lock);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Handlers                                                                  */
+
+/* CPython's MyHandler: echo one line (stream) or the packet (datagram),
+ * recording the thread it ran in. */
+static int scenario_handle(sks_handler *h)
+{
+    char line[256];
+    pthread_mutex_lock(&S.lock);
+    if (S.ntids < 8)
+        S.tids[S.ntids++] = pthread_self();
+    pthread_mutex_unlock(&S.lock);
+    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
+    if (n < 0)
+        return (int)n;
+    return sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0
+               ? SKS_EHANDLER : 0;
+}
+
+static const sks_handler_class scenario_stream = {
+    .setup = sks_stream_setup,
+    .handle = scenario_handle,
+    .finish = sks_stream_finish,
+};
+
+static const sks_handler_class scenario_dgram = {
+    .setup = sks_datagram_setup,
+    .handle = scenario_handle,
+    .finish = sks_datagram_finish,
+};
+
+/* Echoes one line back; "fail\n" makes it fail after reading. */
+static int line_handle(sks_handler *h)
+{
+    char line[256];
+    pthread_mutex_lock(&S.lock);
+    S.handler_thread = pthread_self();
+    pthread_mutex_unlock(&S.lock);
+    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
+    if (n < 0)
+        return (int)n;
+    if (n == 5 && memcmp(line, "fail\n", 5) == 0)
+        return SKS_EHANDLER;
+    return sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0
+               ? SKS_EHANDLER : 0;
+}
+
+static const sks_handler_class line_echo = {
+    .setup = sks_stream_setup,
+    .handle = line_handle,
+    .finish = sks_stream_finish,
+};
+
+/* Reads a line, then holds until release() before echoing it. */
+static int held_handle(sks_handler *h)
+{
+    char line[256];
+    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
+    if (n <= 0)
+        return n < 0 ? (int)n : SKS_EHANDLER;
+    handler_begins();
+    bool ok = hold();
+    int err = 0;
+    if (!ok || sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0)
+        err = SKS_EHANDLER;
+    handler_ends();
+    return err;
+}
+
+static const sks_handler_class held_echo = {
+    .setup = sks_stream_setup,
+    .handle = held_handle,
+    .finish = sks_stream_finish,
+};
+
+#define BARRIER_N 4
+
+/*
+ * A barrier with a timeout: it opens only when BARRIER_N handlers are in
+ * it at once.  A server that runs requests one after another leaves the
+ * first handler alone in it: after 3 s that handler breaks the barrier
+ * (so the others do not wait too) and every handler answers "no".
+ */
+static int barrier_handle(sks_handler *h)
+{
+    char line[64];
+    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
+    if (n <= 0)
+        return n < 0 ? (int)n : SKS_EHANDLER;
+    struct timespec end;
+    deadline_in(&end, 3000);
+    pthread_mutex_lock(&S.lock);
+    S.arrived++;
+    pthread_cond_broadcast(&S.cond);
+    while (S.arrived < BARRIER_N && !S.barrier_broken &&
+           pthread_cond_timedwait(&S.cond, &S.lock, &end) != ETIMEDOUT)
+        ;
+    bool all = S.arrived >= BARRIER_N;
+    if (!all) {
+        S.barrier_broken = true;
+        pthread_cond_broadcast(&S.cond);
+    }
+    pthread_mutex_unlock(&S.lock);
+    return sks_wfile_write(sks_handler_wfile(h), all ? "ok\n" : "no\n", 3) < 0
+               ? SKS_EHANDLER : 0;
+}
+
+static const sks_handler_class barrier_echo = {
+    .setup = sks_stream_setup,
+    .handle = barrier_handle,
+    .finish = sks_stream_finish,
+};
+
+/* Reports the stack size of the thread it runs in. */
+static int stack_handle(sks_handler *h)
+{
+    pthread_attr_t attr;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstacksize(&attr, &size);
+        pthread_attr_destroy(&attr);
+    }
+    pthread_mutex_lock(&S.lock);
+    S.stack_size = size;
+    pthread_mutex_unlock(&S.lock);
+    return sks_wfile_write(sks_handler_wfile(h), "done\n", 5) < 0
+               ? SKS_EHANDLER : 0;
+}
+
+static const sks_handler_class stack_report = {
+    .setup = sks_stream_setup,
+    .handle = stack_handle,
+    .finish = sks_stream_finish,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+static void dgram_echo(int fd, const char *msg)
+{
+    char buf[256];
+    size_t n = strlen(msg);
+    assert_int_equal(send(fd, msg, n, 0), (ssize_t)n);
+    ssize_t got = recv(fd, buf, sizeof(buf), 0);
+    assert_int_equal(got, (ssize_t)n);
+    assert_memory_equal(buf, msg, n);
+}
+
+/* True when fd has something to read (or EOF) within ms. */
+static bool readable_within(int fd, int ms)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    return poll(&p, 1, ms) == 1;
+}
+
+/* This process's threads when no server runs (main's, and the sanitizer
+ * runtime's): measured once in main. */
+static int base_threads;
+static int threads_baseline;
+
+static bool threads_back_to_baseline(void *arg)
+{
+    (void)arg;
+    return count_threads() == threads_baseline;
+}
+
+/* A test starts from the base: the previous test's joined threads may
+ * linger in /proc for a moment after pthread_join returns. */
+static void begin_threads(void)
+{
+    threads_baseline = base_threads;
+    assert_true(wait_until(threads_back_to_baseline, NULL, 2000));
+}
+
+static bool threads_at_most_one_above_baseline(void *arg)
+{
+    (void)arg;
+    return count_threads() <= threads_baseline + 1;
+}
+
+/* Virtual memory size of this process, in KiB, from /proc. */
+static long vm_size_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmSize: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+/* ------------------------------------------------------------------------ */
+/* CPython's run_server scenarios                                            */
+
+/*
+ * Three echoes, each in a thread that is neither the serving thread nor
+ * ours; then shutdown, join, server_close: the socket is gone (fileno -1),
+ * no request is still running, and every request thread has been joined.
+ */
+static void run_scenario(const sks_server_ops *ops, bool unix_socket)
+{
+    char address[SKS_ADDRSTRLEN] = "127.0.0.1:0";
+    bool dgram = ops->socket_type == SOCK_DGRAM;
+    test_server ts;
+
+    reset_state();
+    begin_threads();
+    int fds = count_open_fds();
+    if (unix_socket)
+        unix_temp_address(address, sizeof(address));
+    ts_start(&ts, ops, address, dgram ? &scenario_dgram : &scenario_stream,
+             NULL, 0.01);
+    for (int i = 0; i < 3; i++) {
+        if (dgram) {
+            int c = client_dgram(ts.address);
+            assert_true(c >= 0);
+            dgram_echo(c, "hello world\n");
+            client_close(c);
+        } else {
+            int c = client_connect(ts.address);
+            assert_true(c >= 0);
+            assert_echo(c, "hello world\n");
+            client_close(c);
+        }
+    }
+    sks_server_shutdown(ts.srv);
+    assert_int_equal(pthread_join(ts.thread, NULL), 0);
+    assert_int_equal(ts.serve_rc, 0);
+    sks_server_close(ts.srv);
+    assert_int_equal(sks_server_fileno(ts.srv), -1);
+    assert_int_equal(sks_server_active_requests(ts.srv), 0);
+    /* block_on_close joined them all (a joined thread's task may linger
+     * in /proc for a moment after join returns). */
+    assert_true(wait_until(threads_back_to_baseline, NULL, 2000));
+    sks_server_free(ts.srv);
+    if (unix_socket)
+        unlink(address + 5);
+    assert_int_equal(count_open_fds(), fds);
+
+    assert_int_equal(S.ntids, 3);
+    for (int i = 0; i < S.ntids; i++) {
+        assert_false(pthread_equal(S.tids[i], ts.thread));
+        assert_false(pthread_equal(S.tids[i], pthread_self()));
+    }
+}
+
+static void test_threading_tcp_server_echoes_in_request_threads(void **state)
+{
+    (void)state;
+    run_scenario(&sks_threading_tcp_ops, false);
+}
+
+static void test_threading_unix_stream_server_echoes_in_request_threads(void **state)
+{
+    (void)state;
+    run_scenario(&sks_threading_unix_stream_ops, true);
+}
+
+static void test_threading_udp_server_echoes_in_request_threads(void **state)
+{
+    (void)state;
+    run_scenario(&sks_threading_udp_ops, false);
+}
+
+static void test_threading_unix_dgram_server_echoes_in_request_threads(void **state)
+{
+    (void)state;
+    run_scenario(&sks_threading_unix_dgram_ops, true);
+}
+
+/* CPython's test_close_immediately: no request, no thread, no hang. */
+static void test_close_immediately_without_any_request(void **state)
+{
+    (void)state;
+    begin_threads();
+    int fds = count_open_fds();
+    sks_server *srv = NULL;
+    assert_int_equal(sks_server_new(&srv, &sks_threading_tcp_ops,
+                                    "127.0.0.1:0", &line_echo, NULL, 0), 0);
+    double t0 = now_seconds();
+    sks_server_close(srv);
+    assert_true(now_seconds() - t0 < 0.5);
+    assert_int_equal(sks_server_fileno(srv), -1);
+    assert_int_equal(sks_server_active_requests(srv), 0);
+    assert_int_equal(count_threads(), base_threads);
+    sks_server_free(srv);
+    assert_int_equal(count_open_fds(), fds);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+
+static void recording_handle_error(sks_server *srv, sks_request *req, int err)
+{
+    (void)srv;
+    (void)req;
+    pthread_mutex_lock(&S.lock);
+    S.errors++;
+    S.last_error = err;
+    S.error_thread = pthread_self();
+    pthread_cond_broadcast(&S.cond);
+    pthread_mutex_unlock(&S.lock);
+}
+
+/* As CPython's ThreadingErrorTestServer: shutdown_request signals "done"
+ * after its super, proving it runs after an error too. */
+static void signalling_shutdown_request(sks_server *srv, sks_request *req)
+{
+    sks_threading_tcp_ops.shutdown_request(srv, req);
+    pthread_mutex_lock(&S.lock);
+    S.shutdowns++;
+    pthread_cond_broadcast(&S.cond);
+    pthread_mutex_unlock(&S.lock);
+}
+
+static void test_handler_failure_is_reported_once_from_its_thread(void **state)
+{
+    (void)state;
+    sks_server_ops ops = sks_threading_tcp_ops;
+    ops.handle_error = recording_handle_error;
+    ops.shutdown_request = signalling_shutdown_request;
+    test_server ts;
+
+    reset_state();
+    ts_start(&ts, &ops, "127.0.0.1:0", &line_echo, NULL, 0.01);
+    int c = client_connect(ts.address);
+    assert_true(c >= 0);
+    assert_int_equal(client_send_all(c, "fail\n", 5), 0);
+    assert_int_equal(wait_int_at_least(&S.shutdowns, 1, 5000), 1);
+    char buf[16];
+    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0); /* EOF */
+    client_close(c);
+
+    pthread_mutex_lock(&S.lock);
+    assert_int_equal(S.errors, 1);
+    assert_int_equal(S.last_error, SKS_EHANDLER);
+    assert_true(pthread_equal(S.error_thread, S.handler_thread));
+    assert_false(pthread_equal(S.error_thread, ts.thread));
+    pthread_mutex_unlock(&S.lock);
+
+    /* The server goes on serving. */
+    c = client_connect(ts.address);
+    assert_true(c >= 0);
+    assert_echo(c, "still here\n");
+    client_close(c);
+    ts_stop(&ts);
+    assert_int_equal(S.errors, 1);
+    assert_int_equal(S.shutdowns, 2);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Concurrency                                                               */
+
+/* BARRIER_N handlers can only all answer "ok" when they run at once. */
+static void test_requests_run_concurrently(void **state)
+{
+    (void)state;
+    test_server ts;
+    int c[BARRIER_N];
+
+    reset_state();
+    ts_start(&ts, &sks_threading_tcp_ops, "127.0.0.1:0", &barrier_echo, NULL,
+             0.01);
+    for (int i = 0; i < BARRIER_N; i++) {
+        c[i] = client_connect(ts.address);
+        assert_true(c[i] >= 0);
+        assert_int_equal(client_send_all(c[i], "go\n", 3), 0);
+    }
+    for (int i = 0; i < BARRIER_N; i++) {
+        char buf[8];
+        assert_int_equal(client_recv_line(c[i], buf, sizeof(buf)), 3);
+        assert_memory_equal(buf, "ok\n", 3);
+        client_close(c[i]);
+    }
+    ts_stop(&ts);
+}
+
+/*
+ * With max_threads 3 and three requests held open, a fourth connection is
+ * not served (no thread, no handler, no reply) until one of the three
+ * ends; then it is, at once.
+ */
+static void test_max_threads_bound_stops_accepting_until_a_request_ends(void **state)
+{
+    (void)state;
+    enum { MAX = 3 };
+    sks_server *srv = NULL;
+    test_server ts;
+    int c[MAX + 1];
+
+    reset_state();
+    begin_threads();
+    assert_int_equal(sks_server_new(&srv, &sks_threading_tcp_ops,
+                                    "127.0.0.1:0", &held_echo, NULL, 0), 0);
+    assert_int_equal(sks_server_set_max_threads(srv, MAX), 0);
+    ts_serve(&ts, srv, 0.01);
+
+    for (int i = 0; i < MAX; i++) {
+        c[i] = client_connect(ts.address);
+        assert_true(c[i] >= 0);
+        assert_int_equal(client_send_all(c[i], "held\n", 5), 0);
+    }
+    assert_int_equal(wait_int_at_least(&S.started, MAX, 5000), MAX);
+    assert_int_equal(sks_server_active_requests(srv), MAX);
+    assert_int_equal(count_threads(), threads_baseline + 1 + MAX);
+
+    /* The kernel completes the connection (backlog); the server must not
+     * take it: 300 ms without a new thread or handler. */
+    c[MAX] = client_connect(ts.address);
+    assert_true(c[MAX] >= 0);
+    assert_int_equal(client_send_all(c[MAX], "next\n", 5), 0);
+    assert_false(readable_within(c[MAX], 300));
+    assert_int_equal(get_int(&S.started), MAX);
+    assert_int_equal(count_threads(), threads_baseline + 1 + MAX);
+
+    release(1);
+    assert_int_equal(wait_int_at_least(&S.started, MAX + 1, 5000), MAX + 1);
+    release(MAX);
+    char buf[8];
+    for (int i = 0; i <= MAX; i++) {
+        assert_true(client_recv_line(c[i], buf, sizeof(buf)) == 5);
+        client_close(c[i]);
+    }
+    ts_stop(&ts);
+    assert_int_equal(S.max_running, MAX);
+    assert_true(wait_until(threads_back_to_baseline, NULL, 2000));
+}
+
+/* ------------------------------------------------------------------------ */
+/* server_close: block_on_close and daemon_threads                           */
+
+static void *release_later(void *arg)
+{
+    (void)arg;
+    sleep_ms(300);
+    release(1);
+    return NULL;
+}
+
+/* By default server_close waits for the running request to finish. */
+static void test_block_on_close_waits_for_running_requests(void **state)
+{
+    (void)state;
+    test_server ts;
+    pthread_t releaser;
+
+    reset_state();
+    begin_threads();
+    ts_start(&ts, &sks_threading_tcp_ops, "127.0.0.1:0", &held_echo, NULL,
+             0.01);
+    int c = client_connect(ts.address);
+    assert_true(c >= 0);
+    assert_int_equal(client_send_all(c, "held\n", 5), 0);
+    assert_int_equal(wait_int_at_least(&S.started, 1, 5000), 1);
+
+    sks_server_shutdown(ts.srv);
+    pthread_join(ts.thread, NULL);
+    assert_int_equal(pthread_create(&releaser, NULL, release_later, NULL), 0);
+    double t0 = now_seconds();
+    sks_server_close(ts.srv);
+    double took = now_seconds() - t0;
+    /* It returned only once the handler had ended, and the thread has
+     * been joined. */
+    assert_int_equal(get_int(&S.finished), 1);
+    assert_true(took >= 0.2);
+    assert_int_equal(sks_server_active_requests(ts.srv), 0);
+    pthread_join(releaser, NULL);
+    assert_true(wait_until(threads_back_to_baseline, NULL, 2000));
+
+    char buf[8];
+    assert_int_equal(client_recv_line(c, buf, sizeof(buf)), 5);
+    client_close(c);
+    sks_server_free(ts.srv);
+}
+
+/* daemon_threads, or block_on_close off: server_close does not wait, and
+ * sks_server_free may release the server while the thread still runs. */
+static void close_without_waiting(bool daemon)
+{
+    sks_server *srv = NULL;
+    test_server ts;
+
+    reset_state();
+    begin_threads();
+    assert_int_equal(sks_server_new(&srv, &sks_threading_tcp_ops,
+                                    "127.0.0.1:0", &held_echo, NULL, 0), 0);
+    if (daemon)
+        assert_int_equal(sks_server_set_daemon_threads(srv, true), 0);
+    else
+        assert_int_equal(sks_server_set_block_on_close(srv, false), 0);
+    ts_serve(&ts, srv, 0.01);
+    int c = client_connect(ts.address);
+    assert_true(c >= 0);
+    assert_int_equal(client_send_all(c, "held\n", 5), 0);
+    assert_int_equal(wait_int_at_least(&S.started, 1, 5000), 1);
+
+    sks_server_shutdown(srv);
+    pthread_join(ts.thread, NULL);
+    double t0 = now_seconds();
+    sks_server_close(srv);
+    double took = now_seconds() - t0;
+    assert_true(took < 0.2);
+    assert_int_equal(get_int(&S.finished), 0); /* still running */
+    sks_server_free(srv);
+
+    release(1);
+    assert_int_equal(wait_int_at_least(&S.finished, 1, 5000), 1);
+    char buf[8];
+    assert_int_equal(client_recv_line(c, buf, sizeof(buf)), 5);
+    client_close(c);
+    assert_true(wait_until(threads_back_to_baseline, NULL, 5000));
+}
+
+static void test_daemon_threads_close_does_not_wait(void **state)
+{
+    (void)state;
+    close_without_waiting(true);
+}
+
+static void test_block_on_close_off_close_does_not_wait(void **state)
+{
+    (void)state;
+    close_without_waiting(false);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Resources                                                                 */
+
+static void test_thread_stack_size_is_applied(void **state)
+{
+    (void)state;
+    enum { STACK = 256 * 1024 };
+    sks_server *srv = NULL;
+    test_server ts;
+
+    reset_state();
+    assert_int_equal(sks_server_new(&srv, &sks_threading_tcp_ops,
+                                    "127.0.0.1:0", &stack_report, NULL, 0), 0);
+    assert_int_equal(sks_server_set_thread_stack_size(srv, 100), -EINVAL);
+    assert_int_equal(sks_server_set_thread_stack_size(srv, STACK), 0);
+    ts_serve(&ts, srv, 0.01);
+    int c = client_connect(ts.address);
+    assert_true(c >= 0);
+    char buf[8];
+    assert_int_equal(client_recv_line(c, buf, sizeof(buf)), 5);
+    client_close(c);
+    ts_stop(&ts);
+    assert_int_equal(S.stack_size, STACK);
+}
+
+/*
+ * bpo-37193: 10,000 requests later the process has as many threads as
+ * before and its address space has not grown by the stacks of threads
+ * that ended (an unjoined thread keeps its 8 MiB stack mapped: 10,000 of
+ * them would add 80 GB).  Runs in about 2 s.
+ */
+#ifndef SOAK_REQUESTS
+#define SOAK_REQUESTS 10000
+#endif
+
+static void bookkeeping_stays_constant(bool daemon)
+{
+    sks_server *srv = NULL;
+    test_server ts;
+    int peak = 0;
+
+    reset_state();
+    begin_threads();
+    assert_int_equal(sks_server_new(&srv, &sks_threading_tcp_ops,
+                                    "127.0.0.1:0", &line_echo, NULL, 0), 0);
+    assert_int_equal(sks_server_set_daemon_threads(srv, daemon), 0);
+    ts_serve(&ts, srv, 0.05);
+    /* Warm up (the stack cache, the allocator), then measure. */
+    for (int i = 0; i < 50; i++) {
+        int c = client_connect(ts.address);
+        assert_true(c >= 0);
+        assert_echo(c, "x\n");
+        client_close(c);
+    }
+    long vm0 = vm_size_kib();
+    assert_true(vm0 > 0);
+    double t0 = now_seconds();
+    for (int i = 0; i < SOAK_REQUESTS; i++) {
+        int c = client_connect(ts.address);
+        assert_true(c >= 0);
+        assert_echo(c, "x\n");
+        client_close(c);
+        if (i % 500 == 0) {
+            int n = count_threads();
+            if (n > peak)
+                peak = n;
+        }
+        assert_true(now_seconds() - t0 < 20.0);
+    }
+    double took = now_seconds() - t0;
+    /* Every request thread gone; only the serving thread is left. */
+    assert_true(wait_until(threads_at_most_one_above_baseline, NULL, 5000));
+    assert_int_equal(sks_server_active_requests(srv), 0);
+    long grown = vm_size_kib() - vm0;
+    ts_stop(&ts);
+    assert_true(wait_until(threads_back_to_baseline, NULL, 5000));
+    print_message("%d requests in %.2f s; peak %d threads; VmSize %+ld KiB\n",
+                  SOAK_REQUESTS, took, peak, grown);
+    assert_true(peak <= threads_baseline + 1 + 16);
+    assert_true(grown < 256 * 1024);
+}
+
+static void test_bookkeeping_constant_over_10000_requests(void **state)
+{
+    (void)state;
+    bookkeeping_stays_constant(false);
+}
+
+static void test_bookkeeping_constant_over_10000_daemon_requests(void **state)
+{
+    (void)state;
+    bookkeeping_stays_constant(true);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A failed pthread_create                                                   */
+
+#ifndef UNDER_TSAN
+static int create_errors, create_last_error;
+
+static void counting_handle_error(sks_server *srv, sks_request *req, int err)
+{
+    (void)srv;
+    (void)req;
+    create_errors++;
+    create_last_error = err;
+}
+
+/* A uid no process runs as, so that RLIMIT_NPROC counts only ours. */
+static bool uid_in_use(uid_t uid)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    struct stat st;
+    bool used = false;
+    if (d == NULL)
+        return true;
+    while (!used && (e = readdir(d)) != NULL)
+        if (e->d_name[0] >= '0' && e->d_name[0] <= '9' &&
+            fstatat(dirfd(d), e->d_name, &st, 0) == 0 && st.st_uid == uid)
+            used = true;
+    closedir(d);
+    return used;
+}
+
+static const char *const create_checks[] = {
+    "all passed",
+    "could not become an unprivileged user",
+    "could not lower RLIMIT_NPROC",
+    "could not create the server",
+    "could not connect",
+    "handle_request failed",
+    "handle_error was not called once with -EAGAIN for the failed thread",
+    "the request's connection was not closed",
+    "could not raise RLIMIT_NPROC again",
+    "the next request was not served after the failed thread",
+    "active_requests is not 0 after close",
+};
+
+/*
+ * In a forked runner, as an unprivileged user (root ignores the limit) of
+ * an unused uid whose RLIMIT_NPROC is 1: pthread_create fails with EAGAIN,
+ * for real.  The request goes to handle_error and is closed, nothing stays
+ * counted (server_close would wait forever for a thread never started),
+ * and with the limit raised the next request is served.  No cmocka here:
+ * it is another process.
+ */
+static int failed_create_runner(uid_t uid)
+{
+    sks_server_ops ops = sks_threading_tcp_ops;
+    ops.handle_error = counting_handle_error;
+    sks_server *srv = NULL;
+    char address[SKS_ADDRSTRLEN], buf[16];
+    struct rlimit rl;
+
+    alarm(10); /* a hang ends the runner by SIGALRM */
+    if (setgroups(0, NULL) != 0 || setgid(uid) != 0 || setuid(uid) != 0)
+        return 1;
+    getrlimit(RLIMIT_NPROC, &rl);
+    rlim_t hard = rl.rlim_max;
+    rl.rlim_cur = 1;
+    if (setrlimit(RLIMIT_NPROC, &rl) != 0)
+        return 2;
+    if (sks_server_new(&srv, &ops, "127.0.0.1:0", &line_echo, NULL, 0) != 0)
+        return 3;
+    sks_addr_format(sks_server_address(srv), address, sizeof(address));
+    int c = client_connect(address);
+    if (c < 0 || client_send_all(c, "lost\n", 5) != 0)
+        return 4;
+    if (sks_server_handle_request(srv) != 0)
+        return 5;
+    if (create_errors != 1 || create_last_error != -EAGAIN)
+        return 6;
+    if (client_recv_all(c, buf, sizeof(buf)) > 0)
+        return 7; /* EOF, or a reset: the input was never read */
+    close(c);
+
+    rl.rlim_cur = hard;
+    if (setrlimit(RLIMIT_NPROC, &rl) != 0)
+        return 8;
+    c = client_connect(address);
+    if (c < 0 || client_send_all(c, "back\n", 5) != 0 ||
+        sks_server_handle_request(srv) != 0 ||
+        client_recv_line(c, buf, sizeof(buf)) != 5 ||
+        memcmp(buf, "back\n", 5) != 0 || create_errors != 1)
+        return 9;
+    close(c);
+    sks_server_close(srv);
+    if (sks_server_active_requests(srv) != 0)
+        return 10;
+    sks_server_free(srv);
+    return 0;
+}
+#endif
+
+static void test_failed_thread_creation_is_reported_and_server_goes_on(void **state)
+{
+    (void)state;
+#ifdef UNDER_TSAN
+    /* The runner is forked from a process with threads (ThreadSanitizer's
+     * own), and ThreadSanitizer forbids starting threads in such a child. */
+    print_message("skipped under ThreadSanitizer: no threads may start in "
+                  "a child forked from a multi-threaded process\n");
+    skip();
+#else
+    uid_t uid = 40000 + (uid_t)(getpid() % 20000);
+    while (uid_in_use(uid))
+        uid++;
+    fflush(NULL);
+    pid_t runner = fork();
+    assert_true(runner >= 0);
+    if (runner == 0)
+        _exit(failed_create_runner(uid));
+    int status = 0;
+    assert_int_equal(waitpid(runner, &status, 0), runner);
+    if (WIFSIGNALED(status))
+        fail_msg("the runner was killed by signal %d (SIGALRM: it hung)",
+                 WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    int rc = WEXITSTATUS(status);
+    if (rc != 0)
+        fail_msg("failed-thread runner (uid %d): %s", (int)uid,
+                 rc < (int)(sizeof(create_checks) / sizeof(*create_checks))
+                     ? create_checks[rc] : "crashed");
+#endif
+}
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
+int main(void)
+{
+    /* A first thread, so that runtime threads started lazily with it
+     * (ThreadSanitizer's background thread) are in the base; the base is
+     * the fewest seen over 100 ms, once the first thread has gone. */
+    pthread_t t;
+    if (pthread_create(&t, NULL, nothing, NULL) == 0)
+        pthread_join(t, NULL);
+    base_threads = count_threads();
+    for (double end = now_seconds() + 0.1; now_seconds() < end;) {
+        int n = count_threads();
+        if (n < base_threads)
+            base_threads = n;
+        sleep_ms(2);
+    }
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_threading_tcp_server_echoes_in_request_threads),
+        cmocka_unit_test(test_threading_unix_stream_server_echoes_in_request_threads),
+        cmocka_unit_test(test_threading_udp_server_echoes_in_request_threads),
+        cmocka_unit_test(test_threading_unix_dgram_server_echoes_in_request_threads),
+        cmocka_unit_test(test_close_immediately_without_any_request),
+        cmocka_unit_test(test_handler_failure_is_reported_once_from_its_thread),
+        cmocka_unit_test(test_requests_run_concurrently),
+        cmocka_unit_test(test_max_threads_bound_stops_accepting_until_a_request_ends),
+        cmocka_unit_test(test_block_on_close_waits_for_running_requests),
+        cmocka_unit_test(test_daemon_threads_close_does_not_wait),
+        cmocka_unit_test(test_block_on_close_off_close_does_not_wait),
+        cmocka_unit_test(test_thread_stack_size_is_applied),
+        cmocka_unit_test(test_failed_thread_creation_is_reported_and_server_goes_on),
+        cmocka_unit_test(test_bookkeeping_constant_over_10000_requests),
+        cmocka_unit_test(test_bookkeeping_constant_over_10000_daemon_requests),
+    };
+    /* TEST_FILTER=pattern runs only the matching tests. */
+    if (getenv("TEST_FILTER") != NULL)
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
