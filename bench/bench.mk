@@ -1,0 +1,48 @@
+# bench/bench.mk - the benchmarks (included by the top Makefile).
+#
+#   make bench            the full run: every scenario, one table, then the
+#                         per-request costs (bench-syscalls); under 5 minutes
+#   make bench-quick      a ~30-second smoke run of the main scenarios
+#   make bench-syscalls   system calls and instructions per request only
+#   BENCH_SECONDS=N       seconds measured per run (default 1; each server runs twice)
+#
+# Everything is built into $(BUILD)/bench/ with the library's flags; results
+# land in $(BUILD)/bench/results/.  See docs/BENCHMARKS.md.
+
+BENCH_DIR     := $(BUILD)/bench
+BENCH_SECONDS ?= 1
+BENCH_BIN     := $(addprefix $(BENCH_DIR)/,loadgen ref_thread ref_fork \
+                   ref_epoll ref_udp sks_echo shutdown_latency)
+BENCH_ENV      = BENCH_BIN=$(BENCH_DIR) BENCH_SECONDS=$(BENCH_SECONDS)
+
+.PHONY: bench bench-quick bench-syscalls bench-build
+
+bench-build: $(BENCH_BIN)
+
+bench: bench-build
+	@$(BENCH_ENV) bench/run.sh full
+
+bench-quick: bench-build
+	@$(BENCH_ENV) bench/run.sh quick
+
+bench-syscalls: bench-build
+	@$(BENCH_ENV) bench/syscalls.sh
+
+$(BENCH_DIR):
+	mkdir -p $@
+
+# The load generator and the hand-written servers owe the library nothing.
+$(BENCH_DIR)/loadgen: bench/loadgen.c bench/net.c bench/net.h | $(BENCH_DIR)
+	$(CC) $(CFLAGS) bench/loadgen.c bench/net.c $(LDLIBS) -o $@
+
+$(BENCH_DIR)/ref_%: bench/ref_%.c bench/net.c bench/net.h | $(BENCH_DIR)
+	$(CC) $(CFLAGS) $< bench/net.c $(LDLIBS) -o $@
+
+# The library's servers: the examples' echo handler and start-up contract.
+$(BENCH_DIR)/sks_echo: bench/sks_echo.c $(EX_COMMON) examples/common.h $(STATIC) \
+		| $(BENCH_DIR)
+	$(CC) $(CFLAGS) -Iexamples $< $(EX_COMMON) $(STATIC) $(LDLIBS) -o $@
+
+$(BENCH_DIR)/shutdown_latency: bench/shutdown_latency.c bench/net.c bench/net.h \
+		$(STATIC) | $(BENCH_DIR)
+	$(CC) $(CFLAGS) $< bench/net.c $(STATIC) $(LDLIBS) -o $@
