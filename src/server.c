@@ -58,11 +58,21 @@ int sks__ms_until(double deadline)
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 
-sks_request *sks__request_new(int fd, size_t packet_cap)
+sks_request *sks__request_new(sks_server *srv, int fd, size_t packet_cap)
 {
-    sks_request *req = malloc(sizeof(*req) + packet_cap);
+    sks_request *req = NULL;
+    if (packet_cap > 0) {
+        req = atomic_exchange(&srv->spare, NULL);
+        if (req != NULL && req->packet_cap != packet_cap) {
+            free(req); /* max_packet_size changed */
+            req = NULL;
+        }
+    }
+    if (req == NULL)
+        req = malloc(sizeof(*req) + packet_cap);
     if (req == NULL)
         return NULL;
+    req->packet_cap = packet_cap;
     req->fd = fd;
     memset(&req->client, 0, sizeof(req->client));
     req->packet_len = 0;
@@ -75,8 +85,10 @@ sks_request *sks__request_new(int fd, size_t packet_cap)
     return req;
 }
 
-void sks__request_free(sks_request *req)
+void sks__request_free(sks_server *srv, sks_request *req)
 {
+    if (req->datagram)
+        req = atomic_exchange(&srv->spare, req);
     free(req);
 }
 
@@ -162,6 +174,7 @@ int sks_server_new(sks_server **out, const sks_server_ops *ops,
     srv->pool_idle = DEFAULT_POOL_IDLE;
     srv->prefork_timeout = DEFAULT_PREFORK_TIMEOUT;
     atomic_init(&srv->refs, 1);
+    atomic_init(&srv->spare, NULL);
     atomic_init(&srv->shutdown_request, 0);
     atomic_init(&srv->accepted, 0);
     atomic_init(&srv->completed, 0);
@@ -236,6 +249,7 @@ void sks__server_unref(sks_server *srv)
     pthread_cond_destroy(&srv->cond);
     sks__pool_free(srv);
     sks__prefork_free(srv);
+    free(atomic_load(&srv->spare));
     free(srv->children);
     free(srv);
 }
@@ -672,7 +686,7 @@ void sks_server_shutdown_request(sks_server *srv, sks_request *req)
     if (admitted && !req->datagram)
         inflight_remove(srv, req);
     srv->ops->shutdown_request(srv, req);
-    sks__request_free(req);
+    sks__request_free(srv, req);
     if (admitted)
         sks__count_end(srv, failed);
 }
@@ -682,7 +696,7 @@ void sks__request_release(sks_server *srv, sks_request *req)
     if (req->admitted && !req->datagram)
         inflight_remove(srv, req);
     srv->ops->close_request(srv, req);
-    sks__request_free(req);
+    sks__request_free(srv, req);
 }
 
 void sks_server_handle_error(sks_server *srv, sks_request *req, int err)

@@ -56,7 +56,7 @@ int sks_tcp_get_request(sks_server *srv, sks_request **out)
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return -errno;
-    sks_request *req = sks__request_new(fd, 0);
+    sks_request *req = sks__request_new(srv, fd, 0);
     if (req == NULL) {
         sks__close(fd);
         return -ENOMEM;

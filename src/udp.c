@@ -45,7 +45,7 @@ static void drain_error_queue(sks_server *srv)
 
 int sks_udp_get_request(sks_server *srv, sks_request **out)
 {
-    sks_request *req = sks__request_new(srv->fd, srv->max_packet_size);
+    sks_request *req = sks__request_new(srv, srv->fd, srv->max_packet_size);
     if (req == NULL)
         return -ENOMEM;
     /* Errors here include ECONNREFUSED from an earlier ICMP "port
@@ -53,7 +53,7 @@ int sks_udp_get_request(sks_server *srv, sks_request **out)
     ssize_t n = sks__recvfrom(srv->fd, req->packet, srv->max_packet_size,
                               &req->client, &req->truncated);
     if (n < 0) {
-        sks__request_free(req);
+        sks__request_free(srv, req);
         drain_error_queue(srv);
         return (int)n;
     }

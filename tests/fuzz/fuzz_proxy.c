@@ -120,7 +120,7 @@ static void px_check_reader(const uint8_t *p, size_t n, unsigned versions,
     static sks_server srv;
     srv.proxy_versions = versions;
     srv.proxy_timeout = 5.0;
-    sks_request *req = sks__request_new(sv[0], 0);
+    sks_request *req = sks__request_new(&srv, sv[0], 0);
     FUZZ_CHECK(req != NULL);
     req->client.u.in.sin_family = AF_INET;
     req->client.u.in.sin_port = htons(9);
@@ -149,7 +149,7 @@ static void px_check_reader(const uint8_t *p, size_t n, unsigned versions,
         FUZZ_CHECK(!req->proxied);
         FUZZ_CHECK(px_same_addr(&req->client, &real));
     }
-    sks__request_free(req);
+    sks__request_free(&srv, req);
     close(sv[0]);
     close(sv[1]);
 }
