@@ -29,7 +29,7 @@ EX_COMMON := examples/common.c
 EX_SRC  := $(filter-out $(EX_COMMON),$(wildcard examples/*.c))
 EX_BIN  := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 
-TEST_SUPPORT := tests/support.c
+TEST_SUPPORT := tests/support.c tests/support_proc.c
 TEST_SRC := $(filter-out $(TEST_SUPPORT),$(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # Scripted tests (real client programs); they print cmocka-style summaries.

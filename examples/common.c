@@ -33,20 +33,74 @@ static void on_signal(int sig)
     sks_server_request_shutdown(the_server); /* async-signal-safe */
 }
 
+int example_create(sks_server **srv, const char *prog, const char *address,
+                   const sks_server_ops *ops, const sks_handler_class *cls,
+                   void *user, void (*configure)(sks_server *srv))
+{
+    int err = sks_server_new(srv, ops, address, cls, user, SKS_NO_BIND);
+    if (err == 0) {
+        sks_server_set_allow_reuse_address(*srv, true);
+        if (configure != NULL)
+            configure(*srv);
+        err = sks_server_bind_and_activate(*srv);
+    }
+    if (err != 0) {
+        fprintf(stderr, "%s: cannot serve %s: %s\n", prog, address,
+                sks_strerror(err));
+        sks_server_free(*srv);
+        *srv = NULL;
+    }
+    return err;
+}
+
+int example_run(sks_server *srv, const char *prog,
+                void (*stopping)(sks_server *srv))
+{
+    char addr[SKS_ADDRSTRLEN];
+    struct sigaction sa;
+
+    the_server = srv;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    sks_addr_format(sks_server_address(srv), addr, sizeof(addr));
+    printf("listening on %s\n", addr);
+    fflush(stdout);
+
+    int err = sks_server_serve_forever(srv, 0.5);
+    if (stopping != NULL)
+        stopping(srv);
+    sks_server_free(srv);
+    if (err != 0) {
+        fprintf(stderr, "%s: %s\n", prog, sks_strerror(err));
+        return 1;
+    }
+    return 0;
+}
+
+/* Requests still running (idle keep-alive clients, say) get one second to
+ * finish; then their connections are shut down. */
+static void drain_a_second(sks_server *srv)
+{
+    sks_server_drain(srv, 1.0, NULL, NULL);
+}
+
 int example_serve(int argc, char **argv, const sks_server_ops *ops,
                   const sks_handler_class *cls,
                   void (*configure)(sks_server *srv))
 {
-    char addr[SKS_ADDRSTRLEN];
-    int err;
+    sks_server *srv = NULL;
 
     /* Started by socket activation (systemd, systemd-socket-activate):
      * serve the socket passed, already bound; ADDRESS is then optional
      * and, if given, not used. */
-    err = sks_server_new_activated(&the_server, ops, NULL, cls, NULL);
+    int err = sks_server_new_activated(&srv, ops, NULL, cls, NULL);
     if (err == 0) {
         if (configure != NULL)
-            configure(the_server);
+            configure(srv);
     } else if (err != -ENOENT) {
         fprintf(stderr, "%s: cannot serve the activated socket: %s\n",
                 argv[0], sks_strerror(err));
@@ -57,42 +111,9 @@ int example_serve(int argc, char **argv, const sks_server_ops *ops,
                         "       ADDRESS may be omitted under socket "
                         "activation (LISTEN_FDS)\n", argv[0]);
         return 2;
-    } else {
-        err = sks_server_new(&the_server, ops, argv[1], cls, NULL,
-                             SKS_NO_BIND);
-        if (err == 0) {
-            sks_server_set_allow_reuse_address(the_server, true);
-            if (configure != NULL)
-                configure(the_server);
-            err = sks_server_bind_and_activate(the_server);
-        }
-        if (err != 0) {
-            fprintf(stderr, "%s: cannot serve %s: %s\n", argv[0], argv[1],
-                    sks_strerror(err));
-            sks_server_free(the_server);
-            return 1;
-        }
-    }
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
-    sks_addr_format(sks_server_address(the_server), addr, sizeof(addr));
-    printf("listening on %s\n", addr);
-    fflush(stdout);
-
-    err = sks_server_serve_forever(the_server, 0.5);
-    /* Requests still running (idle keep-alive clients, say) get one second
-     * to finish; then their connections are shut down. */
-    sks_server_drain(the_server, 1.0, NULL, NULL);
-    sks_server_free(the_server);
-    if (err != 0) {
-        fprintf(stderr, "%s: %s\n", argv[0], sks_strerror(err));
+    } else if (example_create(&srv, argv[0], argv[1], ops, cls, NULL,
+                              configure) != 0) {
         return 1;
     }
-    return 0;
+    return example_run(srv, argv[0], drain_a_second);
 }

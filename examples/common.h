@@ -1,7 +1,7 @@
 /*
- * common.h - what every echo example shares: the echo handler and the
- * start-up contract (NAME ADDRESS; "listening on ADDRESS"; exit 0 on
- * SIGINT/SIGTERM).  Copy common.c along with the example you start from.
+ * common.h - what the examples share: the echo handler and the start-up
+ * contract (NAME ADDRESS; "listening on ADDRESS"; exit 0 on SIGINT/SIGTERM).
+ * Copy common.c along with the example you start from.
  */
 #ifndef EXAMPLES_COMMON_H
 #define EXAMPLES_COMMON_H
@@ -19,5 +19,23 @@ int example_echo_handle(sks_handler *h);
 int example_serve(int argc, char **argv, const sks_server_ops *ops,
                   const sks_handler_class *cls,
                   void (*configure)(sks_server *srv));
+
+/*
+ * The steps of example_serve, for an example with its own command line.
+ * example_create: the server on address, unbound, allow_reuse_address on
+ * (a restart binds the same port at once, as Python's HTTPServer does),
+ * configure() (may be NULL), then bound.  0, or the error after saying on
+ * stderr "PROG: cannot serve ADDRESS: ...".
+ */
+int example_create(sks_server **srv, const char *prog, const char *address,
+                   const sks_server_ops *ops, const sks_handler_class *cls,
+                   void *user, void (*configure)(sks_server *srv));
+/*
+ * example_run: SIGINT/SIGTERM ask srv to shut down; prints "listening on
+ * ADDRESS"; serves until then; stopping(srv) ends what still runs; frees
+ * srv (server_close).  Returns main's exit status.
+ */
+int example_run(sks_server *srv, const char *prog,
+                void (*stopping)(sks_server *srv));
 
 #endif

@@ -35,7 +35,7 @@
  * ends the server cleanly with exit status 0 (see "Graceful stop").
  */
 #define _GNU_SOURCE /* strptime, timegm */
-#include "sockserver.h"
+#include "common.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -44,7 +44,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -996,12 +995,10 @@ static const struct model {
     { "--pool", &sks_pool_tcp_ops, &sks_pool_unix_stream_ops },
 };
 
-static sks_server *the_server;
-
-static void on_signal(int sig)
+/* Once serve_forever has returned: see "Graceful stop". */
+static void stop_site(sks_server *srv)
 {
-    (void)sig;
-    sks_server_request_shutdown(the_server); /* async-signal-safe */
+    stop_connections(sks_server_user(srv));
 }
 
 static int usage(const char *prog)
@@ -1025,7 +1022,7 @@ int main(int argc, char **argv)
     const struct model *model = &models[0];
     const char *address = NULL, *dir = ".";
     static struct site site = { .lock = PTHREAD_MUTEX_INITIALIZER };
-    int npos = 0, err;
+    int npos = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1067,38 +1064,12 @@ int main(int argc, char **argv)
 
     const sks_server_ops *ops =
         strncmp(address, "unix:", 5) == 0 ? model->unix_stream : model->tcp;
-    err = sks_server_new(&the_server, ops, address, &http_handler, &site,
-                         SKS_NO_BIND);
-    if (err == 0) {
-        /* As Python's HTTPServer: restart at once on the same port. */
-        sks_server_set_allow_reuse_address(the_server, true);
-        err = sks_server_bind_and_activate(the_server);
-    }
-    if (err != 0) {
-        fprintf(stderr, "%s: cannot serve %s: %s\n", argv[0], address,
-                sks_strerror(err));
-        sks_server_free(the_server);
+    /* example_create (common.c) sets allow_reuse_address, as Python's
+     * HTTPServer: a restart binds the same port at once. */
+    sks_server *srv = NULL;
+    if (example_create(&srv, argv[0], address, ops, &http_handler, &site,
+                       NULL) != 0)
         return 1;
-    }
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
-    char bound[SKS_ADDRSTRLEN];
-    sks_addr_format(sks_server_address(the_server), bound, sizeof(bound));
-    printf("listening on %s\n", bound);
-    fflush(stdout);
-
-    err = sks_server_serve_forever(the_server, 0.5);
-    stop_connections(&site);
-    sks_server_free(the_server); /* server_close: waits for responses */
-    if (err != 0) {
-        fprintf(stderr, "%s: %s\n", argv[0], sks_strerror(err));
-        return 1;
-    }
-    return 0;
+    /* Its server_close then waits for the responses in flight. */
+    return example_run(srv, argv[0], stop_site);
 }

@@ -1,11 +1,13 @@
-# deploy_lib.sh - what the deployment tests share (sourced by
-# test_activation.sh, test_haproxy.sh and test_reuseport.sh): a temporary
-# directory, background programs tracked by PID and killed at exit, bounded
-# waits, free loopback ports, and the cmocka-style summary that
-# tests/run_tests.sh reads ("[  PASSED  ] N test(s).", "[  FAILED  ] ...").
+# deploy_lib.sh - what the scripted tests share (sourced by
+# test_activation.sh, test_haproxy.sh, test_reuseport.sh and test_http.sh):
+# a temporary directory, background programs tracked by PID and killed at
+# exit, bounded waits, free loopback ports, and the cmocka-style summary
+# that tests/run_tests.sh reads ("[  PASSED  ] N test(s).", "[  FAILED  ]
+# ...").
 #
 # A script sets SUITE, defines test_* functions, then calls run_suite with
-# their names.  Everything listens on 127.0.0.1 or a Unix path in $T.
+# their names (or run_test for each, then summary).  Everything listens on
+# 127.0.0.1, [::1] or a Unix path in $T.
 
 set -u
 BUILD=${BUILD:-build}
@@ -58,14 +60,16 @@ wait_for() {
 # address_of NAME: the ADDRESS of the server's "listening on ADDRESS".
 address_of() { sed -n '1s/^listening on //p' "${OUT[$1]}"; }
 
-# stop NAME: SIGTERM, then waits (5 s at most; then SIGKILL); sets STATUS.
-stop() {
-    local name=$1 pid=${PID[$1]} i
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 250; i++)); do
+# wait_exit NAME SECONDS: waits for NAME to exit; sets STATUS (its exit
+# status) and WAITED (the seconds waited).  If it outlives SECONDS: SIGKILL,
+# STATUS=killed, and returns 1.
+wait_exit() {
+    local name=$1 pid=${PID[$1]} t0=$EPOCHREALTIME i
+    for ((i = 0; i < $2 * 50; i++)); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.02
     done
+    WAITED=$(awk "BEGIN { printf \"%.2f\", $EPOCHREALTIME - $t0 }")
     if kill -0 "$pid" 2>/dev/null; then
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
@@ -75,6 +79,13 @@ stop() {
         STATUS=$?
     fi
     unset "PID[$name]"
+    [ "$STATUS" != killed ]
+}
+
+# stop NAME: SIGTERM, then waits (5 s at most; then SIGKILL); sets STATUS.
+stop() {
+    kill -TERM "${PID[$1]}" 2>/dev/null
+    wait_exit "$1" 5 || true
 }
 
 # listening PORT: whether something listens on 127.0.0.1:PORT (from
@@ -110,36 +121,50 @@ need() {
     return 77
 }
 
-# run_suite TEST...: runs each test function (status 0: passed, 77:
-# skipped, else failed), prints the summary, exits.
-run_suite() {
-    local passed=0 skipped=0 t rc
-    local -a failed=()
-    echo "[==========] Running $# test(s)."
-    for t in "$@"; do
-        echo "[ RUN      ] $t"
-        "$t"
-        rc=$?
-        if [ "$rc" = 0 ]; then
-            echo "[       OK ] $t"
-            passed=$((passed + 1))
-        elif [ "$rc" = 77 ]; then
-            echo "[  SKIPPED ] $t"
-            skipped=$((skipped + 1))
-        else
-            echo "[  FAILED  ] $t"
-            failed+=("$t")
-        fi
-    done
-    echo "[==========] $SUITE: $# test(s) run."
-    echo "[  PASSED  ] $passed test(s)."
-    [ "$skipped" -gt 0 ] && echo "[  SKIPPED ] $skipped test(s)."
-    if [ "${#failed[@]}" -gt 0 ]; then
-        echo "[  FAILED  ] ${#failed[@]} test(s), listed below:"
-        for t in "${failed[@]}"; do echo "[  FAILED  ] $t"; done
+# The tests run so far: counts, and the names of those that failed.
+PASSED=0 SKIPPED=0
+FAILED=()
+
+# run_test TEST [COMMAND...]: runs COMMAND (by default the test function
+# TEST; status 0: passed, 77: skipped, else failed) and counts the result.
+run_test() {
+    local t=$1 rc
+    [ $# -gt 1 ] && shift
+    echo "[ RUN      ] $t"
+    "$@"
+    rc=$?
+    if [ "$rc" = 0 ]; then
+        echo "[       OK ] $t"
+        PASSED=$((PASSED + 1))
+    elif [ "$rc" = 77 ]; then
+        echo "[  SKIPPED ] $t"
+        SKIPPED=$((SKIPPED + 1))
+    else
+        echo "[  FAILED  ] $t"
+        FAILED+=("$t")
+    fi
+}
+
+# summary: prints the summary of the tests run, exits (1 if one failed).
+summary() {
+    local t
+    echo "[==========] $SUITE: $((PASSED + SKIPPED + ${#FAILED[@]})) test(s) run."
+    echo "[  PASSED  ] $PASSED test(s)."
+    [ "$SKIPPED" -gt 0 ] && echo "[  SKIPPED ] $SKIPPED test(s)."
+    if [ "${#FAILED[@]}" -gt 0 ]; then
+        echo "[  FAILED  ] ${#FAILED[@]} test(s), listed below:"
+        for t in "${FAILED[@]}"; do echo "[  FAILED  ] $t"; done
         exit 1
     fi
     exit 0
+}
+
+# run_suite TEST...: runs each test function, prints the summary, exits.
+run_suite() {
+    local t
+    echo "[==========] Running $# test(s)."
+    for t in "$@"; do run_test "$t"; done
+    summary
 }
 
 # skip_suite REASON: the whole suite cannot run here (a program is

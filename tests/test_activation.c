@@ -18,28 +18,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int echo_handle(sks_handler *h)
-{
-    char line[256];
-    ssize_t n;
-    while ((n = sks_rfile_readline(sks_handler_rfile(h), line,
-                                   sizeof(line))) > 0)
-        if (sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0)
-            return SKS_EHANDLER;
-    return (int)n;
-}
-
-static const sks_handler_class echo = {
-    .setup = sks_stream_setup,
-    .handle = echo_handle,
-    .finish = sks_stream_finish,
-};
-
-static const sks_handler_class dgram_echo = {
-    .setup = sks_datagram_setup,
-    .handle = echo_handle,
-    .finish = sks_datagram_finish,
-};
+/* Echoes every line until end of input (support.c). */
+static const sks_handler_class *const echo = &echo_lines_stream;
+static const sks_handler_class *const dgram_echo = &echo_lines_dgram;
 
 /* ------------------------------------------------------------------------ */
 /* Sockets as a supervisor would pass them                                   */
@@ -56,14 +37,6 @@ static int make_socket(const char *address, int type, bool listening)
     if (listening)
         assert_int_equal(listen(fd, 16), 0);
     return fd;
-}
-
-static void sock_name(int fd, char *buf, size_t cap)
-{
-    sks_addr a;
-    a.len = sizeof(a.u.ss);
-    assert_int_equal(getsockname(fd, &a.u.sa, &a.len), 0);
-    assert_true(sks_addr_format(&a, buf, cap) > 0);
 }
 
 #define MAX_PLACED 4
@@ -170,7 +143,7 @@ static void test_not_activated_is_zero_and_enoent(void **state)
     clear_env();
     assert_int_equal(sks_listen_fds(true, &names), 0);
     assert_null(names);
-    assert_int_equal(sks_server_new_activated(&srv, &sks_tcp_ops, NULL, &echo,
+    assert_int_equal(sks_server_new_activated(&srv, &sks_tcp_ops, NULL, echo,
                                               NULL), -ENOENT);
     assert_null(srv);
 }
@@ -218,7 +191,7 @@ static void test_malformed_variables_are_einval_and_cleared(void **state)
     }
     /* A name count that does not match the descriptors. */
     activate(1, "a:b");
-    assert_int_equal(sks_server_new_activated(&srv, &sks_tcp_ops, NULL, &echo,
+    assert_int_equal(sks_server_new_activated(&srv, &sks_tcp_ops, NULL, echo,
                                               NULL), -EINVAL);
     assert_null(srv);
     assert_true(env_cleared());
@@ -267,14 +240,14 @@ static void test_activated_tcp_listener_is_adopted_and_serves(void **state)
     test_server ts;
     sks_server *srv = NULL;
     int s = make_socket("127.0.0.1:0", SOCK_STREAM, true);
-    sock_name(s, want, sizeof(want));
+    socket_name(s, want, sizeof(want));
     place(&s, 1);
     int fds = count_open_fds();
     assert_false(is_nonblocking(3));
 
     activate(1, NULL);
     assert_int_equal(sks_server_new_activated(&srv, &sks_threading_tcp_ops,
-                                              NULL, &echo, NULL), 0);
+                                              NULL, echo, NULL), 0);
     assert_true(env_cleared());
     assert_int_equal(sks_server_fileno(srv), 3);
     assert_true(has_cloexec(3));
@@ -297,27 +270,21 @@ static void test_activated_udp_socket_is_adopted_blocking(void **state)
     (void)state;
     test_server ts;
     sks_server *srv = NULL;
-    char buf[64];
     int s = make_socket("127.0.0.1:0", SOCK_DGRAM, false);
     fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
     place(&s, 1);
 
     activate(1, NULL);
     /* A stream table does not take a datagram socket, and it stays. */
-    assert_int_equal(sks_server_new_activated(&srv, &sks_tcp_ops, NULL, &echo,
+    assert_int_equal(sks_server_new_activated(&srv, &sks_tcp_ops, NULL, echo,
                                               NULL), -EPROTOTYPE);
     assert_null(srv);
     assert_true(is_open(3));
     assert_int_equal(sks_server_new_activated(&srv, &sks_udp_ops, NULL,
-                                              &dgram_echo, NULL), 0);
+                                              dgram_echo, NULL), 0);
     assert_false(is_nonblocking(3)); /* as the library's datagram sockets */
     ts_serve(&ts, srv, 0.01);
-    int c = client_dgram(ts.address);
-    assert_true(c >= 0);
-    assert_int_equal(send(c, "ping\n", 5, 0), 5);
-    assert_int_equal(recv(c, buf, sizeof(buf), 0), 5);
-    assert_memory_equal(buf, "ping\n", 5);
-    client_close(c);
+    assert_echo_once(ts.address, SOCK_DGRAM, "ping\n");
     ts_stop(&ts);
     assert_false(is_open(3));
     unplace();
@@ -326,7 +293,7 @@ static void test_activated_udp_socket_is_adopted_blocking(void **state)
 static void test_activated_unix_sockets_are_adopted_file_kept(void **state)
 {
     (void)state;
-    char spath[SKS_ADDRSTRLEN], dpath[SKS_ADDRSTRLEN], buf[64];
+    char spath[SKS_ADDRSTRLEN], dpath[SKS_ADDRSTRLEN];
     test_server ts, td;
     sks_server *srv = NULL, *dsrv = NULL;
     struct stat st;
@@ -339,10 +306,10 @@ static void test_activated_unix_sockets_are_adopted_file_kept(void **state)
     activate(2, "dgram:stream");
     /* With no name: the first that suits each table. */
     assert_int_equal(sks_server_new_activated(&srv, &sks_unix_stream_ops,
-                                              NULL, &echo, NULL), 0);
+                                              NULL, echo, NULL), 0);
     assert_int_equal(sks_server_fileno(srv), 4);
     assert_int_equal(sks_server_new_activated(&dsrv, &sks_unix_dgram_ops,
-                                              NULL, &dgram_echo, NULL), 0);
+                                              NULL, dgram_echo, NULL), 0);
     assert_int_equal(sks_server_fileno(dsrv), 3);
     /* The files are the supervisor's: never removed by the server. */
     sks_server_set_unlink_on_close(srv, true);
@@ -355,11 +322,7 @@ static void test_activated_unix_sockets_are_adopted_file_kept(void **state)
     assert_true(c >= 0);
     assert_echo(c, "unix stream\n");
     client_close(c);
-    c = client_dgram(dpath);
-    assert_true(c >= 0);
-    assert_int_equal(send(c, "unix dgram\n", 11, 0), 11);
-    assert_int_equal(recv(c, buf, sizeof(buf), 0), 11);
-    client_close(c);
+    assert_echo_once(dpath, SOCK_DGRAM, "unix dgram\n");
     ts_stop(&ts);
     ts_stop(&td);
     assert_int_equal(stat(spath + 5, &st), 0);
@@ -376,27 +339,27 @@ static void test_names_pick_the_socket_and_each_is_adopted_once(void **s)
     sks_server *x = NULL, *y = NULL, *z = NULL;
     int socks[2] = { make_socket("127.0.0.1:0", SOCK_STREAM, true),
                      make_socket("[::1]:0", SOCK_STREAM, true) };
-    sock_name(socks[0], a0, sizeof(a0));
-    sock_name(socks[1], a1, sizeof(a1));
+    socket_name(socks[0], a0, sizeof(a0));
+    socket_name(socks[1], a1, sizeof(a1));
     place(socks, 2);
 
     activate(2, "public:admin");
     assert_int_equal(sks_server_new_activated(&x, &sks_tcp_ops, "nosuch",
-                                              &echo, NULL), -ENOENT);
+                                              echo, NULL), -ENOENT);
     assert_int_equal(sks_server_new_activated(&x, &sks_tcp_ops, "admin",
-                                              &echo, NULL), 0);
+                                              echo, NULL), 0);
     assert_int_equal(sks_server_fileno(x), 4);
     char got[SKS_ADDRSTRLEN];
     sks_addr_format(sks_server_address(x), got, sizeof(got));
     assert_string_equal(got, a1);
     assert_int_equal(sks_server_new_activated(&y, &sks_tcp_ops, "admin",
-                                              &echo, NULL), -ENOENT);
-    assert_int_equal(sks_server_new_activated(&y, &sks_tcp_ops, NULL, &echo,
+                                              echo, NULL), -ENOENT);
+    assert_int_equal(sks_server_new_activated(&y, &sks_tcp_ops, NULL, echo,
                                               NULL), 0);
     assert_int_equal(sks_server_fileno(y), 3);
     sks_addr_format(sks_server_address(y), got, sizeof(got));
     assert_string_equal(got, a0);
-    assert_int_equal(sks_server_new_activated(&z, &sks_tcp_ops, NULL, &echo,
+    assert_int_equal(sks_server_new_activated(&z, &sks_tcp_ops, NULL, echo,
                                               NULL), -ENOENT);
     assert_null(z);
     sks_server_free(x);
@@ -416,7 +379,7 @@ static void test_from_fd_refuses_misfits_and_leaves_them_open(void **state)
 
     unix_temp_address(path, sizeof(path));
     int ux = make_socket(path, SOCK_STREAM, true);
-    assert_int_equal(sks_server_new_from_fd(&srv, &sks_tcp_ops, ux, &echo,
+    assert_int_equal(sks_server_new_from_fd(&srv, &sks_tcp_ops, ux, echo,
                                             NULL), -EAFNOSUPPORT);
     assert_null(srv);
     assert_true(is_open(ux));
@@ -425,24 +388,24 @@ static void test_from_fd_refuses_misfits_and_leaves_them_open(void **state)
     unlink(path + 5);
 
     int idle = make_socket("127.0.0.1:0", SOCK_STREAM, false);
-    assert_int_equal(sks_server_new_from_fd(&srv, &sks_tcp_ops, idle, &echo,
+    assert_int_equal(sks_server_new_from_fd(&srv, &sks_tcp_ops, idle, echo,
                                             NULL), -EINVAL);
     assert_true(is_open(idle));
     close(idle);
 
     int unbound = socket(AF_INET, SOCK_DGRAM, 0);
     assert_int_equal(sks_server_new_from_fd(&srv, &sks_udp_ops, unbound,
-                                            &dgram_echo, NULL), -EINVAL);
+                                            dgram_echo, NULL), -EINVAL);
     assert_true(is_open(unbound));
     close(unbound);
 
     int p[2];
     assert_int_equal(pipe(p), 0);
-    assert_int_equal(sks_server_new_from_fd(&srv, &sks_tcp_ops, p[0], &echo,
+    assert_int_equal(sks_server_new_from_fd(&srv, &sks_tcp_ops, p[0], echo,
                                             NULL), -ENOTSOCK);
     close(p[0]);
     close(p[1]);
-    assert_int_equal(sks_server_new_from_fd(&srv, &sks_tcp_ops, -1, &echo,
+    assert_int_equal(sks_server_new_from_fd(&srv, &sks_tcp_ops, -1, echo,
                                             NULL), -EBADF);
     assert_null(srv);
     assert_int_equal(count_open_fds(), fds);
@@ -456,10 +419,10 @@ static void test_from_fd_serves_an_inherited_ipv6_listener(void **state)
     sks_server *srv = NULL;
     int fds = count_open_fds();
     int s = make_socket("[::1]:0", SOCK_STREAM, true);
-    sock_name(s, want, sizeof(want));
+    socket_name(s, want, sizeof(want));
 
     assert_int_equal(sks_server_new_from_fd(&srv, &sks_threading_tcp_ops, s,
-                                            &echo, NULL), 0);
+                                            echo, NULL), 0);
     assert_int_equal(sks_server_fileno(srv), s);
     assert_int_equal(sks_server_address_family(srv), AF_INET6);
     ts_serve(&ts, srv, 0.01);
@@ -481,18 +444,17 @@ static void test_prefork_server_on_an_inherited_socket(void **state)
     int s = make_socket("127.0.0.1:0", SOCK_STREAM, true);
 
     assert_int_equal(sks_server_new_from_fd(&srv, &sks_prefork_tcp_ops, s,
-                                            &echo, NULL), 0);
+                                            echo, NULL), 0);
     assert_int_equal(sks_server_set_prefork(srv, 2, 0, 1.0), 0);
     ts_serve(&ts, srv, 0.01);
     for (int i = 0; i < 4; i++) {
-        char buf[8];
         int c = client_connect(ts.address);
         assert_true(c >= 0);
         assert_echo(c, "prefork\n");
         /* shutdown, not only close: a child forked while this socket was
          * open holds a copy of it. */
         shutdown(c, SHUT_WR);
-        assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+        assert_eof(c);
         client_close(c);
     }
     ts_stop(&ts);

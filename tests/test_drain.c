@@ -14,15 +14,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -165,66 +162,17 @@ static sks_server *new_server(const sks_server_ops *ops, const char *address,
                               const sks_handler_class *cls,
                               size_t max_connections, int policy)
 {
-    sks_server *srv = NULL;
-    int err = sks_server_new(&srv, ops, address, cls, NULL, SKS_NO_BIND);
-    if (err != 0)
-        fail_msg("sks_server_new(%s): %s", ops->name, sks_strerror(err));
+    sks_server *srv = ts_new(ops, address, cls, NULL, SKS_NO_BIND);
     assert_int_equal(sks_server_set_max_connections(srv, max_connections), 0);
     assert_int_equal(sks_server_set_overload_policy(srv, policy), 0);
     assert_int_equal(sks_server_bind_and_activate(srv), 0);
     return srv;
 }
 
-static sks_server *stats_srv;
-
-static bool active_is(void *arg)
-{
-    sks_stats st;
-    sks_server_stats(stats_srv, &st);
-    return st.active == (size_t)(intptr_t)arg;
-}
-
-static bool refused_is(void *arg)
-{
-    sks_stats st;
-    sks_server_stats(stats_srv, &st);
-    return st.refused == (size_t)(intptr_t)arg;
-}
-
-static bool readable_within(int fd, int ms)
-{
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    int r;
-    do
-        r = poll(&p, 1, ms);
-    while (r < 0 && errno == EINTR);
-    return r > 0;
-}
-
-static void expect_line(int fd, const char *line)
-{
-    char buf[256];
-    size_t n = strlen(line);
-    ssize_t got = client_recv_line(fd, buf, sizeof(buf));
-    assert_int_equal(got, (ssize_t)n);
-    assert_memory_equal(buf, line, n);
-}
-
-static void expect_eof(int fd)
-{
-    char buf[64];
-    assert_int_equal(client_recv_all(fd, buf, sizeof(buf)), 0);
-}
-
-/* Hangs up a stream client with shutdown(), then closes it: a forked
- * child that inherited a copy of the client's descriptor (it was forked
- * from this process while the client was open) would keep close() alone
- * from ending the stream, and its handler would wait for end of input. */
-static void hang_up(int fd)
-{
-    shutdown(fd, SHUT_WR);
-    client_close(fd);
-}
+/* Clients hang up with client_hang_up(): a forked child that inherited a
+ * copy of the client's descriptor (it was forked from this process while
+ * the client was open) would keep close() alone from ending the stream,
+ * and its handler would wait for end of input. */
 
 /* A client whose handler is running, blocked reading its next line. */
 static int holding_client(const char *address)
@@ -232,7 +180,7 @@ static int holding_client(const char *address)
     int c = client_connect(address);
     assert_true(c >= 0);
     assert_int_equal(client_send_all(c, "hold\n", 5), 0);
-    expect_line(c, "held\n");
+    assert_line(c, "held\n");
     return c;
 }
 
@@ -258,11 +206,10 @@ static void drain_lets_slow_request_finish(enum model m)
     ts_serve(&ts, new_server(with_hooks(stream_table(m), (int)m),
                              "127.0.0.1:0", &drain_handler, 0,
                              SKS_OVERLOAD_BACKPRESSURE), 0.05);
-    stats_srv = ts.srv;
     int c = client_connect(ts.address);
     assert_true(c >= 0);
     assert_int_equal(client_send_all(c, "sleep\n", 6), 0);
-    assert_true(wait_until(active_is, (void *)1, 5000));
+    assert_true(wait_stat(ts.srv, active, 1, 5000));
 
     size_t finished = 99, cut = 99;
     double t0 = now_seconds();
@@ -273,9 +220,9 @@ static void drain_lets_slow_request_finish(enum model m)
     assert_int_equal(finished, 1);
     assert_int_equal(cut, 0);
     assert_true(took < 2.0);
-    expect_line(c, "slept\n");
-    expect_eof(c);
-    hang_up(c);
+    assert_line(c, "slept\n");
+    assert_eof(c);
+    client_hang_up(c);
     sks_stats st;
     sks_server_stats(ts.srv, &st);
     assert_int_equal(st.completed, 1);
@@ -319,7 +266,6 @@ static void drain_cuts_request_outliving_deadline(enum model m)
     ts_serve(&ts, new_server(with_hooks(stream_table(m), (int)m),
                              "127.0.0.1:0", &drain_handler, 0,
                              SKS_OVERLOAD_BACKPRESSURE), 0.05);
-    stats_srv = ts.srv;
     int c = holding_client(ts.address);
 
     size_t finished = 99, cut = 99;
@@ -332,7 +278,7 @@ static void drain_cuts_request_outliving_deadline(enum model m)
     assert_int_equal(finished, 0);
     assert_true(took >= deadline - 0.01);
     assert_true(took < deadline + 1.0);
-    expect_eof(c);
+    assert_eof(c);
     if (m != FORKING)
         assert_true(handler_saw_eof(1000));
     sks_stats st;
@@ -344,7 +290,7 @@ static void drain_cuts_request_outliving_deadline(enum model m)
     assert_int_equal(st.completed + st.failed, 1);
     if (m == FORKING)
         assert_int_equal(st.failed, 1);
-    hang_up(c);
+    client_hang_up(c);
     ts_stop(&ts);
 }
 
@@ -382,19 +328,18 @@ static void test_drain_reports_finished_and_cut_together(void **state)
     ts_serve(&ts, new_server(with_hooks(&sks_threading_tcp_ops, 8),
                              "127.0.0.1:0", &drain_handler, 0,
                              SKS_OVERLOAD_BACKPRESSURE), 0.05);
-    stats_srv = ts.srv;
     int idle = holding_client(ts.address);
     int slow = client_connect(ts.address);
     assert_true(slow >= 0);
     assert_int_equal(client_send_all(slow, "sleep\n", 6), 0);
-    assert_true(wait_until(active_is, (void *)2, 5000));
+    assert_true(wait_stat(ts.srv, active, 2, 5000));
 
     size_t finished = 99, cut = 99;
     assert_int_equal(sks_server_drain(ts.srv, 1.0, &finished, &cut), 0);
     assert_int_equal(finished, 1);
     assert_int_equal(cut, 1);
-    expect_line(slow, "slept\n");
-    expect_eof(idle);
+    assert_line(slow, "slept\n");
+    assert_eof(idle);
     assert_true(handler_saw_eof(1000));
 
     /* Stopped accepting: a newcomer waits in the backlog, unanswered. */
@@ -402,9 +347,9 @@ static void test_drain_reports_finished_and_cut_together(void **state)
     assert_true(late >= 0);
     assert_int_equal(client_send_all(late, "anyone?\n", 8), 0);
     assert_false(readable_within(late, 200));
-    hang_up(late);
-    hang_up(idle);
-    hang_up(slow);
+    client_hang_up(late);
+    client_hang_up(idle);
+    client_hang_up(slow);
     ts_stop(&ts);
 }
 
@@ -423,13 +368,13 @@ static void test_drain_from_the_serving_thread_fails_with_edeadlk(void **state)
     assert_int_equal(client_send_all(c, "drainself\n", 10), 0);
     char want[32];
     snprintf(want, sizeof(want), "%d\n", -EDEADLK);
-    expect_line(c, want);
-    hang_up(c);
+    assert_line(c, want);
+    client_hang_up(c);
     /* And the server is still serving. */
     c = client_connect(ts.address);
     assert_true(c >= 0);
     assert_echo(c, "still here\n");
-    hang_up(c);
+    client_hang_up(c);
     ts_stop(&ts);
 }
 
@@ -477,7 +422,7 @@ static void test_shutdown_wakes_the_loop_at_once_despite_10s_poll_interval(void 
                 assert_int_equal(send(c, "ping", 4, 0), 4);
                 assert_int_equal(recv(c, buf, sizeof(buf), 0), 4);
             }
-            hang_up(c);
+            client_hang_up(c);
             sleep_ms(30);
             double t0 = now_seconds();
             sks_server_shutdown(ts.srv);
@@ -524,32 +469,31 @@ static void counters_add_up(enum model m)
     ts_serve(&ts, new_server(with_hooks(stream_table(m), 10 + (int)m),
                              "127.0.0.1:0", &drain_handler,
                              m == SYNC ? 0 : 2, SKS_OVERLOAD_REFUSE), 0.05);
-    stats_srv = ts.srv;
     for (int i = 0; i < 4; i++) {
         int c = client_connect(ts.address);
         assert_true(c >= 0);
         assert_echo(c, "count me\n");
-        hang_up(c);
+        client_hang_up(c);
         /* A request is in flight until its end is counted (a forked one
          * until its child is reaped), which may be a little after its
          * client has had the answer: at the bound, with refuse, the next
          * client could be refused meanwhile. */
-        assert_true(wait_until(active_is, (void *)0, 5000));
+        assert_true(wait_stat(ts.srv, active, 0, 5000));
     }
     atomic_store(&deny, 1);
     for (int i = 0; i < 2; i++) {
         int c = client_connect(ts.address);
         assert_true(c >= 0);
-        expect_eof(c); /* denied: closed without a handler or a "busy" */
-        hang_up(c);
+        assert_eof(c); /* denied: closed without a handler or a "busy" */
+        client_hang_up(c);
     }
     atomic_store(&deny, 0);
     int f = client_connect(ts.address);
     assert_true(f >= 0);
     assert_int_equal(client_send_all(f, "fail\n", 5), 0);
-    expect_eof(f);
-    hang_up(f);
-    assert_true(wait_until(active_is, (void *)0, 5000));
+    assert_eof(f);
+    client_hang_up(f);
+    assert_true(wait_stat(ts.srv, active, 0, 5000));
     expect_stats(ts.srv, 5, 4, 1, 2);
     if (m != FORKING) /* a child's handle_error runs in the child */
         assert_int_equal(atomic_load(&errors), 1);
@@ -564,27 +508,27 @@ static void counters_add_up(enum model m)
         for (int i = 0; i < 2; i++) {
             int b = client_connect(ts.address);
             assert_true(b >= 0);
-            expect_line(b, "busy\n");
-            expect_eof(b);
-            hang_up(b);
+            assert_line(b, "busy\n");
+            assert_eof(b);
+            client_hang_up(b);
         }
         sks_server_stats(ts.srv, &st);
         assert_int_equal(st.refused, 4);
         assert_int_equal(st.active, 2);
         shutdown(h1, SHUT_WR);
         shutdown(h2, SHUT_WR);
-        expect_eof(h1);
-        expect_eof(h2);
-        hang_up(h1);
-        hang_up(h2);
-        assert_true(wait_until(active_is, (void *)0, 5000));
+        assert_eof(h1);
+        assert_eof(h2);
+        client_hang_up(h1);
+        client_hang_up(h2);
+        assert_true(wait_stat(ts.srv, active, 0, 5000));
         expect_stats(ts.srv, 7, 6, 1, 4);
         /* Below the limit again: served. */
         int c = client_connect(ts.address);
         assert_true(c >= 0);
         assert_echo(c, "room again\n");
-        hang_up(c);
-        assert_true(wait_until(active_is, (void *)0, 5000));
+        client_hang_up(c);
+        assert_true(wait_stat(ts.srv, active, 0, 5000));
         expect_stats(ts.srv, 8, 7, 1, 4);
     }
     ts_stop(&ts);
@@ -624,7 +568,6 @@ static void max_connections_backpressure(enum model m)
     ts_serve(&ts, new_server(with_hooks(stream_table(m), 14 + (int)m),
                              "127.0.0.1:0", &drain_handler, 1,
                              SKS_OVERLOAD_BACKPRESSURE), 0.05);
-    stats_srv = ts.srv;
     int a = holding_client(ts.address);
     int b = client_connect(ts.address);
     assert_true(b >= 0);
@@ -637,13 +580,13 @@ static void max_connections_backpressure(enum model m)
     assert_int_equal(st.refused, 0);
 
     shutdown(a, SHUT_WR); /* the first request ends */
-    expect_eof(a);
+    assert_eof(a);
     double t0 = now_seconds();
-    expect_line(b, "next\n");
+    assert_line(b, "next\n");
     assert_true(now_seconds() - t0 < 1.0);
-    hang_up(a);
-    hang_up(b);
-    assert_true(wait_until(active_is, (void *)0, 5000));
+    client_hang_up(a);
+    client_hang_up(b);
+    assert_true(wait_stat(ts.srv, active, 0, 5000));
     expect_stats(ts.srv, 2, 2, 0, 0);
     ts_stop(&ts);
 }
@@ -693,8 +636,7 @@ static void test_counters_on_every_predefined_server(void **state)
         ts_serve(&ts, new_server(with_hooks(base, 16 + (int)i), address,
                                  stream ? &drain_handler : &dgram_handler, 0,
                                  SKS_OVERLOAD_BACKPRESSURE), 0.05);
-        stats_srv = ts.srv;
-        for (int r = 0; r < 4; r++) {
+            for (int r = 0; r < 4; r++) {
             if (r == 2)
                 atomic_store(&deny, 1);
             int c = stream ? client_connect(ts.address)
@@ -702,7 +644,7 @@ static void test_counters_on_every_predefined_server(void **state)
             assert_true(c >= 0);
             if (stream) {
                 if (r == 2) {
-                    expect_eof(c);
+                    assert_eof(c);
                 } else {
                     assert_echo(c, "hello\n");
                 }
@@ -710,14 +652,14 @@ static void test_counters_on_every_predefined_server(void **state)
                 char buf[16];
                 assert_int_equal(send(c, "hello", 5, 0), 5);
                 if (r == 2)
-                    assert_true(wait_until(refused_is, (void *)1, 5000));
+                    assert_true(wait_stat(ts.srv, refused, 1, 5000));
                 else
                     assert_int_equal(recv(c, buf, sizeof(buf), 0), 5);
             }
             atomic_store(&deny, 0);
-            hang_up(c);
+            client_hang_up(c);
         }
-        assert_true(wait_until(active_is, (void *)0, 5000));
+        assert_true(wait_stat(ts.srv, active, 0, 5000));
         sks_stats st;
         sks_server_stats(ts.srv, &st);
         if (st.accepted != 3 || st.completed != 3 || st.refused != 1 ||
@@ -734,128 +676,14 @@ static void test_counters_on_every_predefined_server(void **state)
 /* ------------------------------------------------------------------------ */
 /* The example servers */
 
-static char exdir[PATH_MAX];
-static pid_t example_pid = -1;
-static pid_t example_group = -1; /* its process group: it and its children */
-static int example_out = -1;
-
-static bool find_examples(void)
-{
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0)
-        return false;
-    self[n] = '\0';
-    for (int i = 0; i < 2; i++) {
-        char *slash = strrchr(self, '/');
-        if (slash == NULL)
-            return false;
-        *slash = '\0';
-    }
-    if (strlen(self) + sizeof("/examples") > sizeof(exdir))
-        return false;
-    memcpy(exdir, self, strlen(self));
-    memcpy(exdir + strlen(self), "/examples", sizeof("/examples"));
-    return true;
-}
-
-/* Kills what is left of the example: after a failed assertion, the
- * pre-fork example's children too (they are in its process group). */
-static void stop_example(void)
-{
-    if (example_group > 0)
-        kill(-example_group, SIGKILL);
-    example_group = -1;
-    if (example_pid > 0) {
-        while (waitpid(example_pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
-    example_pid = -1;
-    if (example_out >= 0)
-        close(example_out);
-    example_out = -1;
-}
+/* The example and its children (a pre-fork parent's): one process group. */
+static test_proc example = TEST_PROC_NONE;
 
 static int example_teardown(void **state)
 {
     (void)state;
-    stop_example();
+    proc_kill(&example);
     return 0;
-}
-
-/* Starts build/examples/NAME 127.0.0.1:0 and reads its address from the
- * "listening on ADDRESS" line.  False (with a message) if not built. */
-static bool start_example(const char *name, char *address, size_t cap)
-{
-    char path[PATH_MAX + 64];
-    int out[2];
-    snprintf(path, sizeof(path), "%s/%s", exdir, name);
-    if (access(path, X_OK) != 0) {
-        print_message("%s is not built: skipped\n", path);
-        return false;
-    }
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    example_pid = fork();
-    assert_true(example_pid >= 0);
-    if (example_pid == 0) {
-        setpgid(0, 0);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGTERM, SIG_DFL);
-        dup2(out[1], STDOUT_FILENO);
-        execl(path, name, "127.0.0.1:0", (char *)NULL);
-        _exit(127);
-    }
-    setpgid(example_pid, example_pid); /* whichever runs first */
-    example_group = example_pid;
-    close(out[1]);
-    example_out = out[0];
-
-    char line[SKS_ADDRSTRLEN + 32];
-    size_t got = 0;
-    double end = now_seconds() + 5.0;
-    while (got + 1 < sizeof(line)) {
-        char c;
-        int left = (int)((end - now_seconds()) * 1000);
-        assert_true(left > 0 && readable_within(example_out, left));
-        assert_int_equal(read(example_out, &c, 1), 1);
-        if (c == '\n')
-            break;
-        line[got++] = c;
-    }
-    line[got] = '\0';
-    assert_true(strncmp(line, "listening on ", 13) == 0);
-    assert_true(strlen(line + 13) < cap);
-    memcpy(address, line + 13, strlen(line + 13) + 1);
-    return true;
-}
-
-/* Waits up to timeout_ms for the example to exit; its wait status, or -1
- * if it is still running.  *took: the seconds waited. */
-static int wait_example(int timeout_ms, double *took)
-{
-    double t0 = now_seconds();
-    int status = -1;
-    int pidfd = (int)syscall(SYS_pidfd_open, example_pid, 0);
-    if (pidfd >= 0) {
-        (void)readable_within(pidfd, timeout_ms);
-        close(pidfd);
-        if (waitpid(example_pid, &status, WNOHANG) != example_pid)
-            status = -1;
-    } else {
-        /* No pidfd (old kernel): look every 5 ms. */
-        while (waitpid(example_pid, &status, WNOHANG) != example_pid) {
-            status = -1;
-            if (now_seconds() - t0 > timeout_ms / 1000.0)
-                break;
-            sleep_ms(5);
-        }
-    }
-    *took = now_seconds() - t0;
-    if (status != -1)
-        example_pid = -1;
-    return status;
 }
 
 /*
@@ -871,8 +699,11 @@ static void example_idle_clients_then_sigterm(const char *name, int idle)
     int fds[MAX_IDLE];
     char address[SKS_ADDRSTRLEN];
     assert_true(idle <= MAX_IDLE);
-    if (!find_examples() || !start_example(name, address, sizeof(address)))
+    if (!example_exists(name)) {
+        print_message("%s is not built: skipped\n", name);
         skip();
+    }
+    example_start(&example, name, "127.0.0.1:0", address, sizeof(address));
 
     for (int i = 0; i < idle; i++) {
         fds[i] = client_connect(address);
@@ -882,17 +713,18 @@ static void example_idle_clients_then_sigterm(const char *name, int idle)
     assert_true(c >= 0);
     assert_int_equal(client_send_all(c, "not held up\n", 12), 0);
     assert_true(readable_within(c, 1000));
-    expect_line(c, "not held up\n");
+    assert_line(c, "not held up\n");
     client_close(c);
     for (int i = 0; i < idle; i++) {
         assert_int_equal(client_send_all(fds[i], "me too\n", 7), 0);
         assert_true(readable_within(fds[i], 1000));
-        expect_line(fds[i], "me too\n");
+        assert_line(fds[i], "me too\n");
     }
 
-    assert_int_equal(kill(example_pid, SIGTERM), 0);
+    pid_t group = example.group;
+    assert_int_equal(kill(example.pid, SIGTERM), 0);
     double took;
-    int status = wait_example(2500, &took);
+    int status = proc_wait_exit(&example, 2500, &took);
     print_message("%s: %d idle clients; exit %d after SIGTERM in %.0f ms\n",
                   name, idle, status == -1 ? -1 : WEXITSTATUS(status),
                   took * 1000);
@@ -900,12 +732,12 @@ static void example_idle_clients_then_sigterm(const char *name, int idle)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     /* Nothing of it is left: a pre-fork parent reaped its children. */
-    assert_true(kill(-example_group, 0) != 0 && errno == ESRCH);
+    assert_true(kill(-group, 0) != 0 && errno == ESRCH);
     for (int i = 0; i < idle; i++) {
-        expect_eof(fds[i]);
+        assert_eof(fds[i]);
         client_close(fds[i]);
     }
-    stop_example();
+    proc_kill(&example);
 }
 
 static void test_example_pool_serves_64_idle_clients_and_exits_0_on_sigterm(void **state)
@@ -934,18 +766,11 @@ static void test_example_forking_serves_16_idle_clients_and_exits_0_on_sigterm(v
     example_idle_clients_then_sigterm("echo_forking_server", 16);
 }
 
-static void *nothing(void *arg)
-{
-    return arg;
-}
-
 int main(void)
 {
     /* A first thread, so that runtime threads started lazily with it
      * (ThreadSanitizer's background thread) are in every baseline. */
-    pthread_t t;
-    if (pthread_create(&t, NULL, nothing, NULL) == 0)
-        pthread_join(t, NULL);
+    warm_up_threads();
     if (pipe2(eof_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
         return 1;
 

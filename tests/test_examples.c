@@ -14,15 +14,12 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,19 +27,14 @@ enum kind { TCP, UDP, UNIX_STREAM, UNIX_DGRAM };
 
 #define MAX_EXAMPLES 32
 
-static char exdir[PATH_MAX + 16];
 static char names[MAX_EXAMPLES][NAME_MAX + 1];
 static int nnames;
 
 /* The processes this test started (a server, and echo_client): killed
  * if still running and reaped by cleanup, whatever an assertion cut
- * short.  Only these PIDs are ever signalled or waited for. */
-typedef struct proc {
-    pid_t pid;
-    int out;                  /* read end of its stdout */
-} proc;
-
-static proc server = { -1, -1 }, client = { -1, -1 };
+ * short.  Only these (and their process groups) are ever signalled or
+ * waited for. */
+static test_proc server = TEST_PROC_NONE, client = TEST_PROC_NONE;
 static char unix_path[PATH_MAX]; /* the server's socket file */
 
 static enum kind kind_of(const char *name)
@@ -66,36 +58,21 @@ static int by_name(const void *a, const void *b)
     return strcmp(a, b);
 }
 
-/* Finds the examples directory from this binary's path (build/tests/x ->
- * build/examples, build/asan/tests/x -> build/asan/examples) and lists its
- * echo_*_server programs. */
+/* Lists the echo_*_server programs of the examples directory (found from
+ * this binary's path: build/tests/x -> build/examples). */
 static int discover(void **state)
 {
     (void)state;
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0)
-        return -1;
-    self[n] = '\0';
-    for (int i = 0; i < 2; i++) {
-        char *slash = strrchr(self, '/');
-        if (slash == NULL)
-            return -1;
-        *slash = '\0';
-    }
-    snprintf(exdir, sizeof(exdir), "%s/examples", self);
-    DIR *d = opendir(exdir);
+    const char *exdir = examples_dir();
+    DIR *d = exdir != NULL ? opendir(exdir) : NULL;
     if (d == NULL)
         return -1;
     struct dirent *e;
     while ((e = readdir(d)) != NULL && nnames < MAX_EXAMPLES) {
         size_t len = strlen(e->d_name);
-        char path[sizeof(exdir) + NAME_MAX + 2];
         if (strncmp(e->d_name, "echo_", 5) != 0 || len < 12 ||
-            strcmp(e->d_name + len - 7, "_server") != 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", exdir, e->d_name);
-        if (access(path, X_OK) != 0)
+            strcmp(e->d_name + len - 7, "_server") != 0 ||
+            !example_exists(e->d_name))
             continue;
         snprintf(names[nnames++], sizeof(names[0]), "%s", e->d_name);
     }
@@ -104,22 +81,9 @@ static int discover(void **state)
     return 0;
 }
 
-static void reap(proc *pr)
-{
-    if (pr->pid > 0) {
-        kill(pr->pid, SIGKILL);
-        while (waitpid(pr->pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
-    pr->pid = -1;
-    if (pr->out >= 0)
-        close(pr->out);
-    pr->out = -1;
-}
-
 static void reap_server(void)
 {
-    reap(&server);
+    proc_kill(&server);
     if (unix_path[0] != '\0') {
         struct stat st;
         if (lstat(unix_path, &st) == 0 && S_ISSOCK(st.st_mode))
@@ -131,93 +95,9 @@ static void reap_server(void)
 static int cleanup(void **state)
 {
     (void)state;
-    reap(&client);
+    proc_kill(&client);
     reap_server();
     return 0;
-}
-
-/* Starts argv[0] from the examples directory with stdout to a pipe. */
-static void spawn(proc *pr, char *const argv[])
-{
-    char path[sizeof(exdir) + NAME_MAX + 2];
-    int out[2];
-    snprintf(path, sizeof(path), "%s/%s", exdir, argv[0]);
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    pr->pid = fork();
-    assert_true(pr->pid >= 0);
-    if (pr->pid == 0) {
-        /* Signals as a fresh process would have them. */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        dup2(out[1], STDOUT_FILENO);
-        execv(path, argv);
-        _exit(127);
-    }
-    close(out[1]);
-    pr->out = out[0];
-}
-
-/* Reads one line of the child's stdout (without '\n'), waiting at most
- * timeout_ms in all.  Returns its length, or -1. */
-static ssize_t read_line(proc *pr, char *buf, size_t cap, int timeout_ms)
-{
-    size_t got = 0;
-    double end = now_seconds() + timeout_ms / 1000.0;
-    while (got + 1 < cap) {
-        struct pollfd pf = { .fd = pr->out, .events = POLLIN };
-        int left = (int)((end - now_seconds()) * 1000.0);
-        if (left <= 0 || poll(&pf, 1, left) != 1)
-            return -1;
-        char c;
-        ssize_t r = read(pr->out, &c, 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        if (c == '\n') {
-            buf[got] = '\0';
-            return (ssize_t)got;
-        }
-        buf[got++] = c;
-    }
-    return -1;
-}
-
-/* Waits up to timeout_ms for the process to exit; returns its wait
- * status (and forgets its pid), or -1 if it still runs.  Sets *took to
- * the seconds waited. */
-static int wait_exit(proc *pr, int timeout_ms, double *took)
-{
-    double t0 = now_seconds();
-    int status = -1;
-    bool exited = false;
-    int pidfd = (int)syscall(SYS_pidfd_open, pr->pid, 0);
-    if (pidfd >= 0) {
-        struct pollfd pf = { .fd = pidfd, .events = POLLIN };
-        int r;
-        do
-            r = poll(&pf, 1, timeout_ms);
-        while (r < 0 && errno == EINTR);
-        close(pidfd);
-        exited = r == 1 && waitpid(pr->pid, &status, 0) == pr->pid;
-    } else {
-        /* No pidfd (old kernel): poll waitpid. */
-        while (now_seconds() - t0 < timeout_ms / 1000.0) {
-            if (waitpid(pr->pid, &status, WNOHANG) == pr->pid) {
-                exited = true;
-                break;
-            }
-            sleep_ms(2);
-        }
-    }
-    *took = now_seconds() - t0;
-    if (!exited)
-        return -1;
-    pr->pid = -1;
-    return status;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -243,15 +123,6 @@ static void stream_echo(int fd, const char *line, size_t n)
     read_exact(fd, buf, n);
     assert_memory_equal(buf, line, n);
     free(buf);
-}
-
-static void dgram_echo(int fd, const char *data, size_t n)
-{
-    static char buf[70000];
-    assert_int_equal(send(fd, data, n, 0), (ssize_t)n);
-    ssize_t got = recv(fd, buf, sizeof(buf), 0);
-    assert_int_equal(got, (ssize_t)n);
-    assert_memory_equal(buf, data, n);
 }
 
 /* Lines: plain, every byte value but '\n', and one of 64 KiB. */
@@ -280,14 +151,14 @@ static void echo_datagrams(const char *address)
     static char data[8192];
     int c = client_dgram(address);
     assert_true(c >= 0);
-    dgram_echo(c, "hello, example\n", 15);
+    assert_dgram_echo(c, "hello, example\n", 15);
     for (int i = 0; i < 256; i++)
         data[i] = (char)i;
-    dgram_echo(c, data, 256);
-    dgram_echo(c, "", 0);
+    assert_dgram_echo(c, data, 256);
+    assert_dgram_echo(c, "", 0);
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (char)(i * 7);
-    dgram_echo(c, data, sizeof(data));
+    assert_dgram_echo(c, data, sizeof(data));
     client_close(c);
 }
 
@@ -310,16 +181,7 @@ static void pick_address(enum kind k, bool alternate, char *buf, size_t cap)
 static void start_server(const char *name, const char *address, char *bound,
                          size_t cap)
 {
-    char line[SKS_ADDRSTRLEN + 32];
-    char *argv[] = { (char *)name, (char *)address, NULL };
-    spawn(&server, argv);
-    if (read_line(&server, line, sizeof(line), 5000) < 0)
-        fail_msg("%s %s: no first line within 5 s", name, address);
-    if (strncmp(line, "listening on ", 13) != 0)
-        fail_msg("%s: first line is \"%s\"", name, line);
-    if (strlen(line + 13) >= cap)
-        fail_msg("%s: address too long: %s", name, line + 13);
-    memcpy(bound, line + 13, strlen(line + 13) + 1);
+    example_start(&server, name, address, bound, cap);
 
     /* The real address, in the syntax of the one asked for. */
     sks_addr want, got;
@@ -343,7 +205,7 @@ static void stop_server(const char *name, int sig)
 {
     double took;
     assert_int_equal(kill(server.pid, sig), 0);
-    int status = wait_exit(&server, 5000, &took);
+    int status = proc_wait_exit(&server, 5000, &took);
     if (status == -1)
         fail_msg("%s: still running 5 s after signal %d", name, sig);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
@@ -383,7 +245,7 @@ static void test_examples_are_found(void **state)
         for (int j = 0; j < nnames; j++)
             found = found || strcmp(names[j], known[i]) == 0;
         if (!found)
-            fail_msg("%s not found in %s", known[i], exdir);
+            fail_msg("%s not found in %s", known[i], examples_dir());
     }
     assert_int_equal(kind_of("echo_udp_server"), UDP);
     assert_int_equal(kind_of("echo_threading_udp_server"), UDP);
@@ -392,7 +254,7 @@ static void test_examples_are_found(void **state)
     assert_int_equal(kind_of("echo_forking_unix_server"), UNIX_STREAM);
     assert_int_equal(kind_of("echo_prefork_server"), TCP);
     for (int j = 0; j < nnames; j++)
-        print_message("found %s/%s\n", exdir, names[j]);
+        print_message("found %s/%s\n", examples_dir(), names[j]);
 }
 
 static void test_every_echo_server_echoes_and_exits_0_on_sigterm(
@@ -428,7 +290,7 @@ static void test_echo_server_exits_at_once_when_idle(void **state)
     start_server("echo_tcp_server", address, bound, sizeof(bound));
     double took;
     assert_int_equal(kill(server.pid, SIGTERM), 0);
-    int status = wait_exit(&server, 5000, &took);
+    int status = proc_wait_exit(&server, 5000, &took);
     assert_true(status != -1 && WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_true(took < 0.4); /* poll_interval is 0.5 s */
@@ -439,11 +301,10 @@ static int run_client(char *const argv[], char *out, size_t cap)
 {
     size_t got = 0;
     double end = now_seconds() + 10.0;
-    spawn(&client, argv);
+    proc_spawn(&client, argv);
     for (;;) {
-        struct pollfd pf = { .fd = client.out, .events = POLLIN };
         int left = (int)((end - now_seconds()) * 1000.0);
-        if (left <= 0 || poll(&pf, 1, left) != 1)
+        if (left <= 0 || !readable_within(client.out, left))
             break;
         ssize_t r = read(client.out, out + got, cap - 1 - got);
         if (r < 0 && errno == EINTR)
@@ -453,9 +314,9 @@ static int run_client(char *const argv[], char *out, size_t cap)
     }
     out[got] = '\0';
     double took;
-    int status = wait_exit(&client, 5000, &took);
+    int status = proc_wait_exit(&client, 5000, &took);
     assert_true(status != -1 && WIFEXITED(status));
-    reap(&client);
+    proc_kill(&client);
     return WEXITSTATUS(status);
 }
 

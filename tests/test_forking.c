@@ -11,67 +11,34 @@
 #define _GNU_SOURCE
 #include "support.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
-/* Reports from children                                                     */
+/* Reports from children (support.h's report pipe), kind:
+ * 'H' handler ran, 'E' handle_error ran, 'A' atexit ran                     */
 
-typedef struct report {
-    char kind;   /* 'H' handler ran, 'E' handle_error ran, 'A' atexit ran */
-    pid_t pid;
-    int err;
-} report;
-
-static int report_pipe[2] = { -1, -1 };
 /* Held handlers wait for one byte each on this pipe. */
 static int go_pipe[2] = { -1, -1 };
 
-static void send_report(char kind, int err)
-{
-    report r = { .kind = kind, .pid = getpid(), .err = err };
-    if (report_pipe[1] >= 0) {
-        ssize_t w;
-        do
-            w = write(report_pipe[1], &r, sizeof(r));
-        while (w < 0 && errno == EINTR);
-    }
-}
-
-/* The next report, waiting at most timeout_ms; false if none came. */
-static bool next_report(report *r, int timeout_ms)
-{
-    struct pollfd p = { .fd = report_pipe[0], .events = POLLIN };
-    if (poll(&p, 1, timeout_ms) != 1)
-        return false;
-    return read(report_pipe[0], r, sizeof(*r)) == (ssize_t)sizeof(*r);
-}
-
 static void pipes_open(void)
 {
-    assert_int_equal(pipe2(report_pipe, O_CLOEXEC), 0);
+    reports_open();
     assert_int_equal(pipe2(go_pipe, O_CLOEXEC), 0);
 }
 
 static void pipes_close(void)
 {
-    close(report_pipe[0]);
-    close(report_pipe[1]);
+    reports_close();
     close(go_pipe[0]);
     close(go_pipe[1]);
-    report_pipe[0] = report_pipe[1] = go_pipe[0] = go_pipe[1] = -1;
+    go_pipe[0] = go_pipe[1] = -1;
 }
 
 static void let_go(int n)
@@ -83,11 +50,8 @@ static void let_go(int n)
 /* In a child: waits (at most ms) for one byte on the go pipe. */
 static bool wait_go(int ms)
 {
-    struct pollfd p = { .fd = go_pipe[0], .events = POLLIN };
     char c;
-    if (poll(&p, 1, ms) != 1)
-        return false;
-    return read(go_pipe[0], &c, 1) == 1;
+    return readable_within(go_pipe[0], ms) && read(go_pipe[0], &c, 1) == 1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -124,7 +88,7 @@ static void foreign_child_end(pid_t pid)
 static int echo_handle(sks_handler *h)
 {
     char line[256];
-    send_report('H', 0);
+    report_send('H', 0);
     ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
     if (n < 0)
         return (int)n;
@@ -153,18 +117,15 @@ static const sks_handler_class echo_dgram = {
  * then waits (at most 3 s) for a go byte, which the test sends only once
  * BARRIER_N children have arrived, that is, run at once.
  */
-#define BARRIER_N 4
+static bool children_met(void)
+{
+    report_send('H', 0);
+    return wait_go(3000);
+}
 
 static int barrier_handle(sks_handler *h)
 {
-    char line[64];
-    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
-    if (n <= 0)
-        return n < 0 ? (int)n : SKS_EHANDLER;
-    send_report('H', 0);
-    bool all = wait_go(3000);
-    return sks_wfile_write(sks_handler_wfile(h), all ? "ok\n" : "no\n", 3) < 0
-               ? SKS_EHANDLER : 0;
+    return barrier_answer(h, children_met);
 }
 
 static const sks_handler_class barrier_stream = {
@@ -177,27 +138,11 @@ static void reporting_handle_error(sks_server *srv, sks_request *req, int err)
 {
     (void)srv;
     (void)req;
-    send_report('E', err);
+    report_send('E', err);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
-
-static void dgram_echo(int fd, const char *msg)
-{
-    char buf[256];
-    size_t n = strlen(msg);
-    assert_int_equal(send(fd, msg, n, 0), (ssize_t)n);
-    ssize_t got = recv(fd, buf, sizeof(buf), 0);
-    assert_int_equal(got, (ssize_t)n);
-    assert_memory_equal(buf, msg, n);
-}
-
-static bool readable_within(int fd, int ms)
-{
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    return poll(&p, 1, ms) == 1;
-}
 
 static int children_target;
 
@@ -217,16 +162,6 @@ static int exit_status_of(pid_t pid)
     return si.si_status;
 }
 
-static sks_server *new_server(const sks_server_ops *ops, const char *address,
-                              const sks_handler_class *cls)
-{
-    sks_server *srv = NULL;
-    int err = sks_server_new(&srv, ops, address, cls, NULL, 0);
-    if (err != 0)
-        fail_msg("sks_server_new(%s): %s", ops->name, sks_strerror(err));
-    return srv;
-}
-
 /* ------------------------------------------------------------------------ */
 /* CPython's run_server scenarios, inside the foreign child guard            */
 
@@ -235,7 +170,7 @@ static void run_scenario(const sks_server_ops *ops, bool unix_socket)
     char address[SKS_ADDRSTRLEN] = "127.0.0.1:0";
     bool dgram = ops->socket_type == SOCK_DGRAM;
     test_server ts;
-    report r;
+    child_report r;
 
     int fds = count_open_fds();
     pipes_open();
@@ -245,23 +180,13 @@ static void run_scenario(const sks_server_ops *ops, bool unix_socket)
     ts_start(&ts, ops, address, dgram ? &echo_dgram : &echo_stream, NULL,
              0.01);
     for (int i = 0; i < 3; i++) {
-        int c = dgram ? client_dgram(ts.address) : client_connect(ts.address);
-        assert_true(c >= 0);
-        if (dgram)
-            dgram_echo(c, "hello world\n");
-        else
-            assert_echo(c, "hello world\n");
-        client_close(c);
+        assert_echo_once(ts.address, ops->socket_type, "hello world\n");
         /* Served by a child, not by this process. */
-        assert_true(next_report(&r, 5000));
+        assert_true(report_next(&r, 5000));
         assert_int_equal(r.kind, 'H');
         assert_int_not_equal(r.pid, getpid());
     }
-    sks_server_shutdown(ts.srv);
-    assert_int_equal(pthread_join(ts.thread, NULL), 0);
-    assert_int_equal(ts.serve_rc, 0);
-    sks_server_close(ts.srv);
-    assert_int_equal(sks_server_fileno(ts.srv), -1);
+    ts_shutdown_close(&ts);
     /* bpo-31151: server_close waited for every child. */
     assert_int_equal(sks_server_active_children(ts.srv), 0);
     assert_int_equal(sks_server_active_requests(ts.srv), 0);
@@ -302,8 +227,8 @@ static void test_close_immediately_without_any_request(void **state)
 {
     (void)state;
     int fds = count_open_fds();
-    sks_server *srv = new_server(&sks_forking_tcp_ops, "127.0.0.1:0",
-                                 &echo_stream);
+    sks_server *srv = ts_new(&sks_forking_tcp_ops, "127.0.0.1:0",
+                             &echo_stream, NULL, 0);
     double t0 = now_seconds();
     sks_server_close(srv);
     assert_true(now_seconds() - t0 < 0.5);
@@ -317,14 +242,12 @@ static void test_close_immediately_without_any_request(void **state)
 /* ------------------------------------------------------------------------ */
 /* The child's life: handle_error there, exit status, no atexit              */
 
-static int atexit_fd = -1;
+static bool atexit_armed;
 
 static void atexit_probe(void)
 {
-    if (atexit_fd >= 0) {
-        report r = { .kind = 'A', .pid = getpid() };
-        (void)!write(atexit_fd, &r, sizeof(r));
-    }
+    if (atexit_armed)
+        report_send('A', 0);
 }
 
 /*
@@ -339,14 +262,14 @@ static void test_child_reports_failure_exits_1_and_skips_atexit(void **state)
     static bool registered;
     sks_server_ops ops = sks_forking_tcp_ops;
     ops.handle_error = reporting_handle_error;
-    report r, h;
+    child_report r, h;
 
     pipes_open();
     if (!registered) {
         assert_int_equal(atexit(atexit_probe), 0);
         registered = true;
     }
-    atexit_fd = report_pipe[1];
+    atexit_armed = true;
 
     /* Control: a child leaving with exit() does run the probe.  (Flush
      * first, or it would print our buffered output again.) */
@@ -356,46 +279,35 @@ static void test_child_reports_failure_exits_1_and_skips_atexit(void **state)
     if (control == 0)
         exit(0);
     assert_int_equal(waitpid(control, NULL, 0), control);
-    assert_true(next_report(&r, 5000));
+    assert_true(report_next(&r, 5000));
     assert_int_equal(r.kind, 'A');
     assert_int_equal(r.pid, control);
 
-    sks_server *srv = new_server(&ops, "127.0.0.1:0", &echo_stream);
-    char address[SKS_ADDRSTRLEN];
-    sks_addr_format(sks_server_address(srv), address, sizeof(address));
-
-    int c = client_connect(address);
-    assert_true(c >= 0);
-    assert_int_equal(client_send_all(c, "fail\n", 5), 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
-    assert_true(next_report(&h, 5000));
+    sks_server *srv = ts_new(&ops, "127.0.0.1:0", &echo_stream, NULL, 0);
+    int c = client_handled(srv, "fail\n");
+    assert_true(report_next(&h, 5000));
     assert_int_equal(h.kind, 'H');
     assert_int_not_equal(h.pid, getpid());
-    assert_true(next_report(&r, 5000));
+    assert_true(report_next(&r, 5000));
     assert_int_equal(r.kind, 'E');
     assert_int_equal(r.pid, h.pid); /* in the child */
     assert_int_equal(r.err, SKS_EHANDLER);
     assert_int_equal(exit_status_of(h.pid), 1);
-    char buf[16];
-    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    assert_eof(c);
     client_close(c);
 
-    c = client_connect(address);
-    assert_true(c >= 0);
-    assert_int_equal(client_send_all(c, "fine\n", 5), 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
-    assert_int_equal(client_recv_line(c, buf, sizeof(buf)), 5);
-    assert_memory_equal(buf, "fine\n", 5);
+    c = client_handled(srv, "fine\n");
+    assert_line(c, "fine\n");
     client_close(c);
-    assert_true(next_report(&h, 5000));
+    assert_true(report_next(&h, 5000));
     assert_int_equal(h.kind, 'H');
     assert_int_equal(exit_status_of(h.pid), 0);
 
     sks_server_free(srv); /* block_on_close: reaps both */
     assert_int_equal(count_children(), 0);
-    atexit_fd = -1;
+    atexit_armed = false;
     /* Nothing more: one handle_error, no atexit in either child. */
-    assert_false(next_report(&r, 0));
+    assert_false(report_next(&r, 0));
     pipes_close();
 }
 
@@ -408,33 +320,24 @@ static void test_requests_run_concurrently_in_children(void **state)
     test_server ts;
     int c[BARRIER_N];
     pid_t seen[BARRIER_N];
-    report r;
+    child_report r;
 
     pipes_open();
     ts_start(&ts, &sks_forking_tcp_ops, "127.0.0.1:0", &barrier_stream, NULL,
              0.01);
-    for (int i = 0; i < BARRIER_N; i++) {
-        c[i] = client_connect(ts.address);
-        assert_true(c[i] >= 0);
-        assert_int_equal(client_send_all(c[i], "go\n", 3), 0);
-    }
+    barrier_clients_start(c, BARRIER_N, ts.address);
     /* All of them in their handlers at once, in distinct children. */
     double end = now_seconds() + 5.0;
     for (int i = 0; i < BARRIER_N; i++) {
         int left = (int)((end - now_seconds()) * 1000);
-        assert_true(next_report(&r, left > 0 ? left : 0));
+        assert_true(report_next(&r, left > 0 ? left : 0));
         assert_int_equal(r.kind, 'H');
         seen[i] = r.pid;
         for (int j = 0; j < i; j++)
             assert_int_not_equal(seen[j], r.pid);
     }
     let_go(BARRIER_N);
-    for (int i = 0; i < BARRIER_N; i++) {
-        char buf[8];
-        assert_int_equal(client_recv_line(c[i], buf, sizeof(buf)), 3);
-        assert_memory_equal(buf, "ok\n", 3);
-        client_close(c[i]);
-    }
+    barrier_clients_expect_ok(c, BARRIER_N);
     ts_stop(&ts);
     assert_int_equal(count_children(), 0);
     pipes_close();
@@ -450,12 +353,12 @@ static void test_max_children_bound_waits_for_a_child_before_accepting(void **st
     enum { MAX = 3 };
     test_server ts;
     int c[MAX + 1];
-    report r;
+    child_report r;
 
     pipes_open();
     pid_t foreign = foreign_child_begin();
-    sks_server *srv = new_server(&sks_forking_tcp_ops, "127.0.0.1:0",
-                                 &echo_stream);
+    sks_server *srv = ts_new(&sks_forking_tcp_ops, "127.0.0.1:0",
+                             &echo_stream, NULL, 0);
     assert_int_equal(sks_server_set_max_children(srv, 0), -EINVAL);
     assert_int_equal(sks_server_set_max_children(srv, MAX), 0);
     ts_serve(&ts, srv, 0.01);
@@ -465,7 +368,7 @@ static void test_max_children_bound_waits_for_a_child_before_accepting(void **st
         c[i] = client_connect(ts.address);
         assert_true(c[i] >= 0);
         assert_int_equal(client_send_all(c[i], "hold\n", 5), 0);
-        assert_true(next_report(&r, 5000));
+        assert_true(report_next(&r, 5000));
     }
     assert_int_equal(sks_server_active_children(srv), MAX);
     assert_int_equal(count_children(), MAX + 1); /* and the foreign one */
@@ -476,13 +379,13 @@ static void test_max_children_bound_waits_for_a_child_before_accepting(void **st
     c[MAX] = client_connect(ts.address);
     assert_true(c[MAX] >= 0);
     assert_int_equal(client_send_all(c[MAX], "hold\n", 5), 0);
-    assert_false(next_report(&r, 300));
+    assert_false(report_next(&r, 300));
     assert_false(readable_within(c[MAX], 0));
     assert_int_equal(sks_server_active_children(srv), MAX);
     assert_int_equal(count_children(), MAX + 1);
 
     let_go(1);
-    assert_true(next_report(&r, 5000)); /* the fourth, now served */
+    assert_true(report_next(&r, 5000)); /* the fourth, now served */
     assert_int_equal(r.kind, 'H');
     assert_true(sks_server_active_children(srv) <= MAX);
     let_go(MAX);
@@ -548,20 +451,16 @@ static void test_no_zombie_after_200_forked_requests(void **state)
 static void test_handle_timeout_reaps_children(void **state)
 {
     (void)state;
-    report h;
+    child_report h;
 
     pipes_open();
-    sks_server *srv = new_server(&sks_forking_tcp_ops, "127.0.0.1:0",
-                                 &echo_stream);
+    sks_server *srv = ts_new(&sks_forking_tcp_ops, "127.0.0.1:0",
+                             &echo_stream, NULL, 0);
     assert_int_equal(sks_server_set_timeout(srv, 0.1), 0);
-    char address[SKS_ADDRSTRLEN];
-    sks_addr_format(sks_server_address(srv), address, sizeof(address));
-    int c = client_connect(address);
-    assert_true(c >= 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
+    int c = client_handled(srv, NULL);
     assert_echo(c, "x\n");
     client_close(c);
-    assert_true(next_report(&h, 5000));
+    assert_true(report_next(&h, 5000));
     assert_int_equal(exit_status_of(h.pid), 0); /* a zombie now */
     assert_int_equal(sks_server_active_children(srv), 1);
     assert_int_equal(count_children(), 1);
@@ -596,21 +495,18 @@ static void *let_go_later(void *arg)
 static void test_handle_request_at_max_children_serves_once_a_child_ends(void **state)
 {
     (void)state;
-    report r;
+    child_report r;
 
     pipes_open();
-    sks_server *srv = new_server(&sks_forking_tcp_ops, "127.0.0.1:0",
-                                 &echo_stream);
+    sks_server *srv = ts_new(&sks_forking_tcp_ops, "127.0.0.1:0",
+                             &echo_stream, NULL, 0);
     assert_int_equal(sks_server_set_max_children(srv, 1), 0);
     assert_int_equal(sks_server_set_timeout(srv, 3.0), 0);
     char address[SKS_ADDRSTRLEN];
     sks_addr_format(sks_server_address(srv), address, sizeof(address));
 
-    int c1 = client_connect(address);
-    assert_true(c1 >= 0);
-    assert_int_equal(client_send_all(c1, "hold\n", 5), 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
-    assert_true(next_report(&r, 5000));
+    int c1 = client_handled(srv, "hold\n");
+    assert_true(report_next(&r, 5000));
 
     int c2 = client_connect(address);
     assert_true(c2 >= 0);
@@ -648,7 +544,7 @@ static void test_block_on_close_waits_for_children(void **state)
     test_server ts;
     pthread_t releaser;
     struct release_arg arg = { .delay_ms = 300 };
-    report r;
+    child_report r;
 
     pipes_open();
     ts_start(&ts, &sks_forking_tcp_ops, "127.0.0.1:0", &echo_stream, NULL,
@@ -656,7 +552,7 @@ static void test_block_on_close_waits_for_children(void **state)
     int c = client_connect(ts.address);
     assert_true(c >= 0);
     assert_int_equal(client_send_all(c, "hold\n", 5), 0);
-    assert_true(next_report(&r, 5000));
+    assert_true(report_next(&r, 5000));
     sks_server_shutdown(ts.srv);
     pthread_join(ts.thread, NULL);
 
@@ -679,24 +575,18 @@ static void test_block_on_close_off_does_not_wait_for_children(void **state)
 {
     (void)state;
     test_server ts;
-    report r;
+    child_report r;
 
     pipes_open();
-    sks_server *srv = new_server(&sks_forking_tcp_ops, "127.0.0.1:0",
-                                 &echo_stream);
+    sks_server *srv = ts_new(&sks_forking_tcp_ops, "127.0.0.1:0",
+                             &echo_stream, NULL, 0);
     assert_int_equal(sks_server_set_block_on_close(srv, false), 0);
     ts_serve(&ts, srv, 0.01);
     int c = client_connect(ts.address);
     assert_true(c >= 0);
     assert_int_equal(client_send_all(c, "hold\n", 5), 0);
-    assert_true(next_report(&r, 5000));
-    sks_server_shutdown(srv);
-    pthread_join(ts.thread, NULL);
-
-    double t0 = now_seconds();
-    sks_server_close(srv);
-    double took = now_seconds() - t0;
-    assert_true(took < 0.2);
+    assert_true(report_next(&r, 5000));
+    assert_true(ts_timed_close(&ts) < 0.2);
     assert_int_equal(count_children(), 1); /* still serving */
     sks_server_free(srv);
 
@@ -712,130 +602,15 @@ static void test_block_on_close_off_does_not_wait_for_children(void **state)
 /* ------------------------------------------------------------------------ */
 /* A failed fork                                                             */
 
-static int fork_errors, fork_last_error;
-
-static void counting_handle_error(sks_server *srv, sks_request *req, int err)
-{
-    (void)srv;
-    (void)req;
-    fork_errors++;
-    fork_last_error = err;
-}
-
-/* A uid no process runs as, so that RLIMIT_NPROC counts only ours. */
-static bool uid_in_use(uid_t uid)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    struct stat st;
-    bool used = false;
-    if (d == NULL)
-        return true;
-    while (!used && (e = readdir(d)) != NULL)
-        if (e->d_name[0] >= '0' && e->d_name[0] <= '9' &&
-            fstatat(dirfd(d), e->d_name, &st, 0) == 0 && st.st_uid == uid)
-            used = true;
-    closedir(d);
-    return used;
-}
-
-static uid_t unused_uid(void)
-{
-    uid_t uid = 40000 + (uid_t)(getpid() % 20000);
-    while (uid_in_use(uid))
-        uid++;
-    return uid;
-}
-
-/* What the runner below checks, in order; its exit status is the index
- * of the first check that failed (0: all passed). */
-static const char *const fork_checks[] = {
-    "all passed",
-    "could not become an unprivileged user",
-    "could not lower RLIMIT_NPROC",
-    "could not create the server",
-    "could not connect",
-    "handle_request failed",
-    "handle_error was not called once with -EAGAIN for the failed fork",
-    "the refused request's connection was not closed",
-    "could not raise RLIMIT_NPROC again",
-    "the next request was not served after the failed fork",
-    "a child was left running after close",
-};
-
 /*
- * In a forked runner, as an unprivileged user whose RLIMIT_NPROC (soft) is
- * 1 (root ignores the limit; an unused uid makes the count exactly ours):
- * fork() fails with EAGAIN, for real.  The request is reported to
- * handle_error and closed; with the limit raised again the next request is
- * served by a child.  Nothing here may use cmocka: it is another process.
+ * fork() fails with EAGAIN, for real (an unprivileged runner whose
+ * RLIMIT_NPROC is 1): the request is reported to handle_error and closed;
+ * with the limit raised again the next request is served by a child.
  */
-static int failed_fork_runner(uid_t uid)
-{
-    sks_server_ops ops = sks_forking_tcp_ops;
-    ops.handle_error = counting_handle_error;
-    sks_server *srv = NULL;
-    char address[SKS_ADDRSTRLEN], buf[16];
-    struct rlimit rl;
-
-    alarm(10); /* a hang ends the runner by SIGALRM */
-    if (setgroups(0, NULL) != 0 || setgid(uid) != 0 || setuid(uid) != 0)
-        return 1;
-    getrlimit(RLIMIT_NPROC, &rl);
-    rlim_t hard = rl.rlim_max;
-    rl.rlim_cur = 1;
-    if (setrlimit(RLIMIT_NPROC, &rl) != 0)
-        return 2;
-    if (sks_server_new(&srv, &ops, "127.0.0.1:0", &echo_stream, NULL, 0) != 0)
-        return 3;
-    sks_addr_format(sks_server_address(srv), address, sizeof(address));
-    int c = client_connect(address);
-    if (c < 0 || client_send_all(c, "lost\n", 5) != 0)
-        return 4;
-    if (sks_server_handle_request(srv) != 0)
-        return 5;
-    if (fork_errors != 1 || fork_last_error != -EAGAIN)
-        return 6;
-    if (client_recv_all(c, buf, sizeof(buf)) > 0)
-        return 7; /* EOF, or a reset: the input was never read */
-    close(c);
-
-    rl.rlim_cur = hard;
-    if (setrlimit(RLIMIT_NPROC, &rl) != 0)
-        return 8;
-    c = client_connect(address);
-    if (c < 0 || client_send_all(c, "back\n", 5) != 0 ||
-        sks_server_handle_request(srv) != 0 ||
-        client_recv_line(c, buf, sizeof(buf)) != 5 ||
-        memcmp(buf, "back\n", 5) != 0 || fork_errors != 1)
-        return 9;
-    close(c);
-    sks_server_free(srv);
-    if (count_children() != 0)
-        return 10;
-    return 0;
-}
-
 static void test_failed_fork_is_reported_and_server_goes_on(void **state)
 {
     (void)state;
-    uid_t uid = unused_uid();
-    fflush(NULL);
-    pid_t runner = fork();
-    assert_true(runner >= 0);
-    if (runner == 0)
-        _exit(failed_fork_runner(uid));
-    int status = 0;
-    assert_int_equal(waitpid(runner, &status, 0), runner);
-    if (WIFSIGNALED(status))
-        fail_msg("the runner was killed by signal %d (SIGALRM: it hung)",
-                 WTERMSIG(status));
-    assert_true(WIFEXITED(status));
-    int rc = WEXITSTATUS(status);
-    if (rc != 0)
-        fail_msg("failed-fork runner (uid %d): %s", (int)uid,
-                 rc < (int)(sizeof(fork_checks) / sizeof(*fork_checks))
-                     ? fork_checks[rc] : "crashed");
+    assert_failed_spawn_is_reported(&sks_forking_tcp_ops, "fork");
 }
 
 int main(void)

@@ -301,6 +301,17 @@ static bool service_actions_ran(void *arg)
     return count_of("service_actions") >= *(int *)arg;
 }
 
+/* A client of a serving recording server: line echoed, then end of input;
+ * then waits for the loop's turn to end (the `turns`-th service_actions). */
+static void echo_in_turn(const char *addr, const char *line, int turns)
+{
+    int c = client_connect(addr);
+    assert_true(c >= 0);
+    assert_echo_then_eof(c, line);
+    client_close(c);
+    assert_true(wait_until(service_actions_ran, &turns, 5000));
+}
+
 /* ------------------------------------------------------------------------ */
 /* Tests                                                                     */
 
@@ -328,13 +339,7 @@ static void test_hook_order_of_a_request_served_by_serve_forever(void **state)
     test_server ts;
     /* A long poll interval: service_actions runs once per request only. */
     ts_serve(&ts, rec_server(addr, sizeof(addr)), 10.0);
-
-    int c = client_connect(addr);
-    assert_true(c >= 0);
-    assert_echo_then_eof(c, "ping\n");
-    client_close(c);
-    int one = 1;
-    assert_true(wait_until(service_actions_ran, &one, 5000));
+    echo_in_turn(addr, "ping\n", 1);
     ts_stop(&ts);
 
     static const char *const want[] = {
@@ -350,10 +355,7 @@ static void test_hook_order_of_a_request_served_by_handle_request(void **state)
     (void)state;
     char addr[SKS_ADDRSTRLEN];
     sks_server *srv = rec_server(addr, sizeof(addr));
-    int c = client_connect(addr);
-    assert_true(c >= 0);
-    assert_int_equal(client_send_all(c, "ping\n", 5), 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
+    int c = client_handled(srv, "ping\n");
 
     static const char *const want[] = {
         "get_request", "verify_request", "process_request", "finish_request",
@@ -373,19 +375,17 @@ static void test_verify_request_false_shuts_down_once_without_handler(
     void **state)
 {
     (void)state;
-    char addr[SKS_ADDRSTRLEN], buf[8];
+    char addr[SKS_ADDRSTRLEN];
     sks_server *srv = rec_server(addr, sizeof(addr));
     cfg.verify = false;
-    int c = client_connect(addr);
-    assert_true(c >= 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
+    int c = client_handled(srv, NULL);
 
     static const char *const want[] = { "get_request", "verify_request",
                                         "shutdown_request", "close_request",
                                         NULL };
     assert_log(want);
     assert_int_equal(count_of("shutdown_request"), 1);
-    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0); /* EOF */
+    assert_eof(c);
     client_close(c);
     sks_server_free(srv);
 }
@@ -397,21 +397,9 @@ static void test_handler_error_is_reported_once_and_server_keeps_serving(
     char addr[SKS_ADDRSTRLEN];
     test_server ts;
     ts_serve(&ts, rec_server(addr, sizeof(addr)), 10.0);
-
-    int c = client_connect(addr);
-    assert_true(c >= 0);
-    assert_echo_then_eof(c, "fail\n");
-    client_close(c);
-    int one = 1;
-    assert_true(wait_until(service_actions_ran, &one, 5000));
-
+    echo_in_turn(addr, "fail\n", 1);
     /* The next client is served normally. */
-    c = client_connect(addr);
-    assert_true(c >= 0);
-    assert_echo_then_eof(c, "ok\n");
-    client_close(c);
-    int two = 2;
-    assert_true(wait_until(service_actions_ran, &two, 5000));
+    echo_in_turn(addr, "ok\n", 2);
     ts_stop(&ts);
 
     static const char *const want[] = {
@@ -434,10 +422,7 @@ static void test_finish_error_is_reported_rather_than_handle_error(
     (void)state;
     char addr[SKS_ADDRSTRLEN];
     sks_server *srv = rec_server(addr, sizeof(addr));
-    int c = client_connect(addr);
-    assert_true(c >= 0);
-    assert_int_equal(client_send_all(c, "both\n", 5), 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
+    int c = client_handled(srv, "both\n");
     assert_int_equal(cfg.handle_error_calls, 1);
     assert_int_equal(cfg.handle_error_err, -EIO);
     assert_int_equal(count_of("shutdown_request"), 1);
@@ -448,12 +433,10 @@ static void test_finish_error_is_reported_rather_than_handle_error(
 static void test_setup_failure_runs_neither_handle_nor_finish(void **state)
 {
     (void)state;
-    char addr[SKS_ADDRSTRLEN], buf[8];
+    char addr[SKS_ADDRSTRLEN];
     sks_server *srv = rec_server(addr, sizeof(addr));
     cfg.setup_err = -EACCES;
-    int c = client_connect(addr);
-    assert_true(c >= 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
+    int c = client_handled(srv, NULL);
 
     static const char *const want[] = {
         "get_request", "verify_request", "process_request", "finish_request",
@@ -462,7 +445,7 @@ static void test_setup_failure_runs_neither_handle_nor_finish(void **state)
     assert_log(want);
     assert_int_equal(cfg.handle_error_calls, 1);
     assert_int_equal(cfg.handle_error_err, -EACCES);
-    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    assert_eof(c);
     client_close(c);
     sks_server_free(srv);
 }
@@ -471,12 +454,10 @@ static void test_process_request_error_is_reported_then_shut_down(
     void **state)
 {
     (void)state;
-    char addr[SKS_ADDRSTRLEN], buf[8];
+    char addr[SKS_ADDRSTRLEN];
     sks_server *srv = rec_server(addr, sizeof(addr));
     cfg.process_err = -EAGAIN;
-    int c = client_connect(addr);
-    assert_true(c >= 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
+    int c = client_handled(srv, NULL);
 
     static const char *const want[] = {
         "get_request", "verify_request", "process_request", "handle_error",
@@ -484,7 +465,7 @@ static void test_process_request_error_is_reported_then_shut_down(
     };
     assert_log(want);
     assert_int_equal(cfg.handle_error_err, -EAGAIN);
-    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    assert_eof(c);
     client_close(c);
     sks_server_free(srv);
 }
@@ -507,10 +488,7 @@ static void test_handle_request_timeout_calls_handle_timeout(void **state)
 
     /* With a client waiting, the same call serves it and no timeout runs. */
     log_reset();
-    int c = client_connect(addr);
-    assert_true(c >= 0);
-    assert_int_equal(client_send_all(c, "x\n", 2), 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
+    int c = client_handled(srv, "x\n");
     assert_int_equal(count_of("handle_timeout"), 0);
     assert_int_equal(count_of("close_request"), 1);
     client_close(c);

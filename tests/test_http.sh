@@ -10,72 +10,24 @@
 #
 # Every wait is bounded: curl --max-time, socket timeouts in the Python
 # helpers, and polling loops with a deadline for server start and exit.
-set -u
-BUILD=${BUILD:-build}
-SERVER=$BUILD/examples/http_file_server
-T=$(mktemp -d "${TMPDIR:-/tmp}/test_http.XXXXXX")
-declare -A PID ADDR LOG
+SUITE=test_http
+. "$(dirname "$0")/deploy_lib.sh"
 
-cleanup() {
-    for name in "${!PID[@]}"; do
-        kill -KILL "${PID[$name]}" 2>/dev/null
-    done
-    rm -rf "$T"
-}
-trap cleanup EXIT
-
-have() { command -v "$1" >/dev/null 2>&1; }
+SERVER=$EX/http_file_server
+declare -A ADDR LOG
 
 # ------------------------------------------------------------------------
 # Helpers
-
-# fail MESSAGE: say why, and fail the current test.
-fail() {
-    echo "  failure: $*"
-    return 1
-}
 
 # start_server NAME [ARGS...]: runs the server, waits (10 s at most) for
 # "listening on ADDRESS"; sets PID[NAME], ADDR[NAME], LOG[NAME] (stderr).
 start_server() {
     local name=$1
     shift
-    "$SERVER" "$@" >"$T/$name.out" 2>"$T/$name.log" &
-    PID[$name]=$!
-    LOG[$name]=$T/$name.log
-    for ((i = 0; i < 200; i++)); do
-        if grep -qs '^listening on ' "$T/$name.out"; then
-            ADDR[$name]=$(sed -n '1s/^listening on //p' "$T/$name.out")
-            return 0
-        fi
-        kill -0 "${PID[$name]}" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "  server $name did not start: $(head -c 500 "$T/$name.log")"
-    return 1
-}
-
-# wait_exit NAME SECONDS: waits for the server to exit; sets STATUS and
-# WAITED (seconds).  Returns 1 (after killing it) if it outlives SECONDS.
-wait_exit() {
-    local name=$1 limit=$2 pid=${PID[$1]} t0=$EPOCHREALTIME
-    local ticks=$((limit * 50))
-    for ((i = 0; i < ticks; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.02
-    done
-    WAITED=$(awk "BEGIN { printf \"%.2f\", $EPOCHREALTIME - $t0 }")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-        unset "PID[$name]"
-        STATUS=killed
-        return 1
-    fi
-    wait "$pid"
-    STATUS=$?
-    unset "PID[$name]"
-    return 0
+    start "$name" "$SERVER" "$@"
+    LOG[$name]=$T/$name.err
+    wait_for "$name" '^listening on ' "${OUT[$name]}" 10 || return 1
+    ADDR[$name]=$(address_of "$name")
 }
 
 # stop_server NAME [SIGNAL]: signals it; it must exit 0 within 10 s.
@@ -675,6 +627,26 @@ needs() {
     esac
 }
 
+# http_test TEST: runs TEST, or skips it (77) when a program it needs is
+# missing; HTTP_TEST_TIMES=1 prints how long it took.
+http_test() {
+    local prog missing="" t0=$EPOCHREALTIME rc
+    for prog in $(needs "$1"); do have "$prog" || missing="$missing $prog"; done
+    if [ -n "$missing" ]; then
+        echo "  skipped: missing$missing"
+        return 77
+    fi
+    "$1"
+    rc=$?
+    [ -n "${HTTP_TEST_TIMES:-}" ] && echo "  took $(awk "BEGIN { printf \"%.2f\", $EPOCHREALTIME - $t0 }") s"
+    return "$rc"
+}
+
+# The main server too must stop cleanly, and have logged every request.
+test_main_server_exits_0_on_sigterm() {
+    stop_server main
+}
+
 echo "[==========] test_http: Running $((${#TESTS[@]} + 1)) test(s)."
 if [ ! -x "$SERVER" ]; then
     echo "[  FAILED  ] $SERVER is not built"
@@ -690,52 +662,10 @@ if ! start_server main "127.0.0.1:0" "$R"; then
     exit 1
 fi
 
-passed=0 skipped=0 failed=()
 for t in "${TESTS[@]}"; do
     # HTTP_TEST_FILTER=substring runs only the matching tests.
     case $t in *"${HTTP_TEST_FILTER:-}"*) ;; *) continue ;; esac
-    echo "[ RUN      ] $t"
-    missing=""
-    for prog in $(needs "$t"); do have "$prog" || missing="$missing $prog"; done
-    if [ -n "$missing" ]; then
-        echo "  skipped: missing$missing"
-        echo "[  SKIPPED ] $t"
-        skipped=$((skipped + 1))
-        continue
-    fi
-    t0=$EPOCHREALTIME
-    "$t"
-    rc=$?
-    [ -n "${HTTP_TEST_TIMES:-}" ] && echo "  took $(awk "BEGIN { printf \"%.2f\", $EPOCHREALTIME - $t0 }") s"
-    if [ "$rc" = 0 ]; then
-        echo "[       OK ] $t"
-        passed=$((passed + 1))
-    elif [ "$rc" = 77 ]; then
-        echo "[  SKIPPED ] $t"
-        skipped=$((skipped + 1))
-    else
-        echo "[  FAILED  ] $t"
-        failed+=("$t")
-    fi
+    run_test "$t" http_test "$t"
 done
-
-# The main server too must stop cleanly, and have logged every request.
-echo "[ RUN      ] test_main_server_exits_0_on_sigterm"
-if stop_server main; then
-    echo "[       OK ] test_main_server_exits_0_on_sigterm"
-    passed=$((passed + 1))
-else
-    echo "[  FAILED  ] test_main_server_exits_0_on_sigterm"
-    failed+=(test_main_server_exits_0_on_sigterm)
-fi
-
-total=$((passed + skipped + ${#failed[@]}))
-echo "[==========] test_http: $total test(s) run."
-echo "[  PASSED  ] $passed test(s)."
-[ "$skipped" -gt 0 ] && echo "[  SKIPPED ] $skipped test(s)."
-if [ "${#failed[@]}" -gt 0 ]; then
-    echo "[  FAILED  ] ${#failed[@]} test(s), listed below:"
-    for t in "${failed[@]}"; do echo "[  FAILED  ] $t"; done
-    exit 1
-fi
-exit 0
+run_test test_main_server_exits_0_on_sigterm
+summary

@@ -10,33 +10,16 @@
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
-static int echo_handle(sks_handler *h)
-{
-    char line[256];
-    ssize_t n;
-    while ((n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line))) > 0)
-        if (sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0)
-            return SKS_EHANDLER;
-    return (int)n;
-}
-
-static const sks_handler_class echo = {
-    .setup = sks_stream_setup,
-    .handle = echo_handle,
-    .finish = sks_stream_finish,
-};
+/* Echoes every line until end of input. */
+static const sks_handler_class *const echo = &echo_lines_stream;
 
 /* One echo through a served server: proves its loop is running. */
 static void assert_serving(const test_server *ts)
 {
-    int c = client_connect(ts->address);
-    assert_true(c >= 0);
-    assert_echo(c, "hello world\n");
-    client_close(c);
+    assert_echo_once(ts->address, SOCK_STREAM, "hello world\n");
 }
 
 /* Python's test_TCPServer: three echoes through serve_forever(0.01), then
@@ -46,7 +29,7 @@ static void test_echo_three_times_then_shutdown_join_close(void **state)
     (void)state;
     int fds = count_open_fds();
     test_server ts;
-    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &echo, NULL, 0.01);
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL, 0.01);
     for (int i = 0; i < 3; i++)
         assert_serving(&ts);
     sks_server_shutdown(ts.srv);
@@ -70,7 +53,7 @@ static void test_twenty_servers_shut_down_right_after_start(void **state)
     int fds = count_open_fds();
     int threads = count_threads();
     for (int i = 0; i < N; i++) {
-        ts_start(&ts[i], &sks_tcp_ops, "127.0.0.1:0", &echo, NULL, 0.01);
+        ts_start(&ts[i], &sks_tcp_ops, "127.0.0.1:0", echo, NULL, 0.01);
         sks_server_shutdown(ts[i].srv);
     }
     for (int i = 0; i < N; i++) {
@@ -100,7 +83,7 @@ static void test_free_closes_the_server_exactly_once(void **state)
     sks_server *srv = NULL;
 
     closes = 0;
-    assert_int_equal(sks_server_new(&srv, &ops, "127.0.0.1:0", &echo, NULL,
+    assert_int_equal(sks_server_new(&srv, &ops, "127.0.0.1:0", echo, NULL,
                                      0), 0);
     assert_true(count_open_fds() > fds);
     sks_server_free(srv);
@@ -108,7 +91,7 @@ static void test_free_closes_the_server_exactly_once(void **state)
     assert_int_equal(count_open_fds(), fds);
 
     closes = 0;
-    assert_int_equal(sks_server_new(&srv, &ops, "127.0.0.1:0", &echo, NULL,
+    assert_int_equal(sks_server_new(&srv, &ops, "127.0.0.1:0", echo, NULL,
                                      0), 0);
     sks_server_close(srv);
     assert_int_equal(sks_server_fileno(srv), -1);
@@ -124,7 +107,7 @@ static void test_shutdown_returns_within_100ms_despite_10s_poll(void **state)
 {
     (void)state;
     test_server ts;
-    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &echo, NULL, 10.0);
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL, 10.0);
     assert_serving(&ts); /* the loop has run; it now waits up to 10 s */
     double t0 = now_seconds();
     sks_server_shutdown(ts.srv);
@@ -141,7 +124,7 @@ static void test_shutdown_requested_before_serve_forever_ends_it_at_once(
 {
     (void)state;
     sks_server *srv = NULL;
-    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
                                      NULL, 0), 0);
     sks_server_request_shutdown(srv);
     double t0 = now_seconds();
@@ -169,7 +152,7 @@ static void test_blocking_shutdown_before_serve_forever_waits_for_it(
     (void)state;
     sks_server *srv = NULL;
     pthread_t t;
-    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
                                      NULL, 0), 0);
     assert_int_equal(pthread_create(&t, NULL, shutdown_thread, srv), 0);
     /* Likely (not certainly) lets the shutdown come first; both orders
@@ -187,7 +170,7 @@ static void test_serve_forever_runs_again_after_shutdown(void **state)
     (void)state;
     sks_server *srv = NULL;
     test_server ts;
-    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
                                      NULL, 0), 0);
     for (int run = 0; run < 3; run++) {
         ts_serve(&ts, srv, 10.0);
@@ -203,7 +186,7 @@ static void test_second_serve_forever_while_serving_is_ebusy(void **state)
 {
     (void)state;
     test_server ts;
-    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &echo, NULL, 10.0);
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL, 10.0);
     assert_serving(&ts);
     assert_int_equal(sks_server_serve_forever(ts.srv, 0.01), -EBUSY);
     assert_serving(&ts); /* the first loop is undisturbed */
@@ -214,7 +197,7 @@ static void test_closed_server_reports_eclosed(void **state)
 {
     (void)state;
     sks_server *srv = NULL;
-    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
                                      NULL, 0), 0);
     sks_server_close(srv);
     assert_int_equal(sks_server_fileno(srv), -1);
@@ -354,7 +337,7 @@ static void test_signal_handler_request_shutdown_stops_serve_forever(
 
     /* SIGTERM to the serving thread: interrupts its wait. */
     test_server ts;
-    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &echo, NULL, 10.0);
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL, 10.0);
     signalled_server = ts.srv;
     assert_serving(&ts);
     double t0 = now_seconds();
@@ -387,7 +370,7 @@ static void test_negative_or_nan_poll_interval_serves_and_stops(void **state)
     const double intervals[] = { -1.0, NAN };
     for (int i = 0; i < 2; i++) {
         test_server ts;
-        ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &echo, NULL,
+        ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL,
                  intervals[i]);
         assert_serving(&ts);
         double t0 = now_seconds();
@@ -396,41 +379,22 @@ static void test_negative_or_nan_poll_interval_serves_and_stops(void **state)
     }
 }
 
-/* bpo-7978: a signal interrupting the loop's wait is not an error. */
-static atomic_int interruptions;
-
-static void on_interrupt(int sig)
-{
-    (void)sig;
-    atomic_fetch_add(&interruptions, 1);
-}
-
-static bool interrupted(void *n)
-{
-    return atomic_load(&interruptions) >= *(int *)n;
-}
-
+/* bpo-7978: a signal interrupting the loop's wait (poll fails with
+ * EINTR) is not an error. */
 static void test_signals_interrupting_the_wait_do_not_stop_the_loop(
     void **state)
 {
     (void)state;
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_interrupt; /* no SA_RESTART: poll fails with EINTR */
-    sigemptyset(&sa.sa_mask);
-    assert_int_equal(sigaction(SIGUSR2, &sa, &old), 0);
-    atomic_store(&interruptions, 0);
+    struct sigaction old;
+    interruptions_begin(&old);
 
     test_server ts;
-    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &echo, NULL, 10.0);
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL, 10.0);
     assert_serving(&ts); /* now in its 10 s wait */
-    for (int i = 1; i <= 5; i++) {
-        assert_int_equal(pthread_kill(ts.thread, SIGUSR2), 0);
-        assert_true(wait_until(interrupted, &i, 5000));
-    }
+    interrupt_thread(ts.thread, 5);
     assert_serving(&ts);
     ts_stop(&ts); /* asserts serve_forever returned 0 */
-    sigaction(SIGUSR2, &old, NULL);
+    interruptions_end(&old);
 }
 
 int main(void)

@@ -9,11 +9,7 @@
 #include "support.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <poll.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -24,8 +20,7 @@
 /* Where the hooks ran: counters for this process, a pipe for children       */
 
 static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
+    ts_sync sync;
     int verifies, refusals;      /* verify_request calls, falses returned */
     int finishes, errors, shutdowns, services, timeouts, closes;
     pthread_t verify_thread;     /* the serving thread, as verify saw it */
@@ -33,61 +28,30 @@ static struct {
     int nfinish_threads;
     pthread_t error_thread;
     bool close_saw_socket;       /* server_close override ran first */
-} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+} S = { .sync = TS_SYNC_INITIALIZER };
 
 static void reset_state(void)
 {
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.verifies = S.refusals = S.finishes = S.errors = S.shutdowns = 0;
     S.services = S.timeouts = S.closes = S.nfinish_threads = 0;
     S.close_saw_socket = false;
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&S.sync.lock);
 }
 
 static void bump(int *counter)
 {
-    pthread_mutex_lock(&S.lock);
-    (*counter)++;
-    pthread_cond_broadcast(&S.cond);
-    pthread_mutex_unlock(&S.lock);
-}
-
-static int get_int(const int *p)
-{
-    pthread_mutex_lock(&S.lock);
-    int v = *p;
-    pthread_mutex_unlock(&S.lock);
-    return v;
+    sync_add(&S.sync, counter, 1);
 }
 
 static bool shutdowns_at_least_3(void *arg)
 {
     (void)arg;
-    return get_int(&S.shutdowns) >= 3;
+    return sync_get(&S.sync, &S.shutdowns) >= 3;
 }
 
-/* Forked children report here: kind and pid, one write each. */
-typedef struct report {
-    char kind; /* 'F' finish_request, 'E' handle_error, 'S' shutdown_request */
-    pid_t pid;
-} report;
-
-static int report_pipe[2] = { -1, -1 };
-
-static void send_report(char kind)
-{
-    report r = { .kind = kind, .pid = getpid() };
-    if (report_pipe[1] >= 0)
-        (void)!write(report_pipe[1], &r, sizeof(r));
-}
-
-static bool next_report(report *r, int timeout_ms)
-{
-    struct pollfd p = { .fd = report_pipe[0], .events = POLLIN };
-    if (poll(&p, 1, timeout_ms) != 1)
-        return false;
-    return read(report_pipe[0], r, sizeof(*r)) == (ssize_t)sizeof(*r);
-}
+/* Forked children report through support.h's report pipe, kind:
+ * 'F' finish_request, 'E' handle_error, 'S' shutdown_request. */
 
 /* In a forked child (a request of a forking server)? */
 static pid_t test_pid;
@@ -98,38 +62,17 @@ static bool in_child(void)
 }
 
 /* ------------------------------------------------------------------------ */
-/* A handler: echo one line; "fail\n" fails                                  */
-
-static int line_handle(sks_handler *h)
-{
-    char line[256];
-    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
-    if (n < 0)
-        return (int)n;
-    if (n == 5 && memcmp(line, "fail\n", 5) == 0)
-        return SKS_EHANDLER;
-    return sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0
-               ? SKS_EHANDLER : 0;
-}
-
-static const sks_handler_class line_echo = {
-    .setup = sks_stream_setup,
-    .handle = line_handle,
-    .finish = sks_stream_finish,
-};
-
-/* ------------------------------------------------------------------------ */
 /* The user's overrides                                                      */
 
 /* Refuses every second connection (the 2nd, the 4th...). */
 static bool my_verify_request(sks_server *srv, sks_request *req)
 {
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     int n = ++S.verifies;
     S.verify_thread = pthread_self();
     if (n % 2 == 0)
         S.refusals++;
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&S.sync.lock);
     /* "super", then mine. */
     return sks_base_verify_request(srv, req) && n % 2 == 1;
 }
@@ -137,13 +80,13 @@ static bool my_verify_request(sks_server *srv, sks_request *req)
 static int my_finish_request(sks_server *srv, sks_request *req)
 {
     if (in_child()) {
-        send_report('F');
+        report_send('F', 0);
     } else {
-        pthread_mutex_lock(&S.lock);
+        pthread_mutex_lock(&S.sync.lock);
         S.finishes++;
         if (S.nfinish_threads < 8)
             S.finish_threads[S.nfinish_threads++] = pthread_self();
-        pthread_mutex_unlock(&S.lock);
+        pthread_mutex_unlock(&S.sync.lock);
     }
     return sks_base_finish_request(srv, req);
 }
@@ -154,20 +97,20 @@ static void my_handle_error(sks_server *srv, sks_request *req, int err)
     (void)req;
     (void)err;
     if (in_child()) {
-        send_report('E');
+        report_send('E', 0);
         return;
     }
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.errors++;
     S.error_thread = pthread_self();
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&S.sync.lock);
 }
 
 static void my_shutdown_request(sks_server *srv, sks_request *req)
 {
     sks_tcp_shutdown_request(srv, req);
     if (in_child())
-        send_report('S');
+        report_send('S', 0);
     else
         bump(&S.shutdowns);
 }
@@ -186,10 +129,10 @@ static void my_handle_timeout(sks_server *srv)
 
 static void my_server_close(sks_server *srv)
 {
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.closes++;
     S.close_saw_socket = sks_server_fileno(srv) >= 0;
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&S.sync.lock);
     sks_tcp_server_close(srv);
 }
 
@@ -214,10 +157,7 @@ static sks_server_ops my_tcp_table(void)
 
 static void expect_echo(const char *address)
 {
-    int c = client_connect(address);
-    assert_true(c >= 0);
-    assert_echo(c, "hello\n");
-    client_close(c);
+    assert_echo_once(address, SOCK_STREAM, "hello\n");
 }
 
 /* The server closes without answering (refused, or failed).  A refused
@@ -246,7 +186,7 @@ static void test_threading_table_copy_keeps_verify_request_override(void **state
     test_server ts;
 
     reset_state();
-    ts_start(&ts, &ops, "127.0.0.1:0", &line_echo, NULL, 0.01);
+    ts_start(&ts, &ops, "127.0.0.1:0", &echo_line_or_fail, NULL, 0.01);
     expect_echo(ts.address);              /* 1st: served */
     expect_closed(ts.address, NULL);      /* 2nd: refused */
     expect_echo(ts.address);              /* 3rd: served */
@@ -285,7 +225,7 @@ static void test_threading_mixin_over_user_table_keeps_every_override(void **sta
     assert_ptr_equal(ops.handle_timeout, my_handle_timeout);
 
     reset_state();
-    ts_start(&ts, &ops, "127.0.0.1:0", &line_echo, NULL, 0.01);
+    ts_start(&ts, &ops, "127.0.0.1:0", &echo_line_or_fail, NULL, 0.01);
     expect_echo(ts.address);              /* 1st: served */
     expect_closed(ts.address, NULL);      /* 2nd: refused */
     expect_closed(ts.address, "fail\n");  /* 3rd: fails in its thread */
@@ -330,7 +270,7 @@ static void test_override_in_copy_of_mixin_output_applies(void **state)
     ops.handle_error = other_handle_error;
     reset_state();
     other_errors = 0;
-    ts_start(&ts, &ops, "127.0.0.1:0", &line_echo, NULL, 0.01);
+    ts_start(&ts, &ops, "127.0.0.1:0", &echo_line_or_fail, NULL, 0.01);
     expect_closed(ts.address, "fail\n");
     ts_stop(&ts); /* joins the request thread */
     assert_int_equal(other_errors, 1);
@@ -350,11 +290,11 @@ static void test_forking_table_copy_keeps_verify_request_override(void **state)
     ops.verify_request = my_verify_request;
     ops.finish_request = my_finish_request;
     test_server ts;
-    report r;
+    child_report r;
 
     reset_state();
-    assert_int_equal(pipe2(report_pipe, O_CLOEXEC), 0);
-    ts_start(&ts, &ops, "127.0.0.1:0", &line_echo, NULL, 0.01);
+    reports_open();
+    ts_start(&ts, &ops, "127.0.0.1:0", &echo_line_or_fail, NULL, 0.01);
     expect_echo(ts.address);
     expect_closed(ts.address, NULL);
     expect_echo(ts.address);
@@ -364,16 +304,14 @@ static void test_forking_table_copy_keeps_verify_request_override(void **state)
     assert_int_equal(S.refusals, 1);
     assert_true(pthread_equal(S.verify_thread, ts.thread)); /* parent */
     for (int i = 0; i < 2; i++) {
-        assert_true(next_report(&r, 0));
+        assert_true(report_next(&r, 0));
         assert_int_equal(r.kind, 'F');
         assert_int_not_equal(r.pid, getpid());
     }
-    assert_false(next_report(&r, 0)); /* no child for the refused one */
+    assert_false(report_next(&r, 0)); /* no child for the refused one */
     assert_int_equal(S.finishes, 0);
     assert_int_equal(count_children(), 0);
-    close(report_pipe[0]);
-    close(report_pipe[1]);
-    report_pipe[0] = report_pipe[1] = -1;
+    reports_close();
 }
 
 /*
@@ -387,7 +325,7 @@ static void test_forking_mixin_over_user_table_keeps_every_override(void **state
     (void)state;
     sks_server_ops mine = my_tcp_table();
     sks_server_ops ops;
-    report r;
+    child_report r;
 
     sks_forking_mixin(&ops, &mine);
     assert_ptr_equal(ops.parent, &mine);
@@ -401,33 +339,22 @@ static void test_forking_mixin_over_user_table_keeps_every_override(void **state
     assert_ptr_equal(ops.shutdown_request, my_shutdown_request);
 
     reset_state();
-    assert_int_equal(pipe2(report_pipe, O_CLOEXEC), 0);
-    sks_server *srv = NULL;
-    assert_int_equal(sks_server_new(&srv, &ops, "127.0.0.1:0", &line_echo,
-                                    NULL, 0), 0);
+    reports_open();
+    sks_server *srv = ts_new(&ops, "127.0.0.1:0", &echo_line_or_fail, NULL,
+                             0);
     assert_int_equal(sks_server_set_timeout(srv, 0.05), 0);
-    char address[SKS_ADDRSTRLEN];
-    sks_addr_format(sks_server_address(srv), address, sizeof(address));
 
     /* Driven by handle_request: served, refused, failed. */
-    int c = client_connect(address);
-    assert_true(c >= 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
+    int c = client_handled(srv, NULL);
     assert_echo(c, "hello\n");
     client_close(c);
 
-    c = client_connect(address);
-    assert_true(c >= 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
-    char buf[16];
-    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    c = client_handled(srv, NULL);
+    assert_eof(c);
     client_close(c);
 
-    c = client_connect(address);
-    assert_true(c >= 0);
-    assert_int_equal(client_send_all(c, "fail\n", 5), 0);
-    assert_int_equal(sks_server_handle_request(srv), 0);
-    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    c = client_handled(srv, "fail\n");
+    assert_eof(c);
     client_close(c);
 
     /* The children's reports, in order for each child: "FS" from the
@@ -435,7 +362,7 @@ static void test_forking_mixin_over_user_table_keeps_every_override(void **state
     pid_t pids[2] = { 0, 0 };
     char seq[2][4] = { "", "" };
     for (int i = 0; i < 5; i++) {
-        assert_true(next_report(&r, 5000));
+        assert_true(report_next(&r, 5000));
         assert_int_not_equal(r.pid, getpid());
         int k = pids[0] == 0 || pids[0] == r.pid ? 0 : 1;
         pids[k] = r.pid;
@@ -457,10 +384,8 @@ static void test_forking_mixin_over_user_table_keeps_every_override(void **state
     assert_int_equal(S.closes, 1);
     assert_true(S.close_saw_socket);
     assert_int_equal(count_children(), 0);
-    assert_false(next_report(&r, 0));
-    close(report_pipe[0]);
-    close(report_pipe[1]);
-    report_pipe[0] = report_pipe[1] = -1;
+    assert_false(report_next(&r, 0));
+    reports_close();
 }
 
 /* ------------------------------------------------------------------------ */
@@ -537,76 +462,13 @@ static void test_eight_predefined_tables_are_mixin_over_transport(void **state)
 /* ------------------------------------------------------------------------ */
 /* The examples: an idle client holds up nobody                              */
 
-static pid_t example_pid = -1;
-static int example_out = -1;
+static test_proc example = TEST_PROC_NONE;
 
 static int stop_example(void **state)
 {
     (void)state;
-    if (example_pid > 0) {
-        kill(example_pid, SIGKILL);
-        waitpid(example_pid, NULL, 0);
-        example_pid = -1;
-    }
-    if (example_out >= 0) {
-        close(example_out);
-        example_out = -1;
-    }
+    proc_kill(&example);
     return 0;
-}
-
-/* build/.../examples/NAME, beside this test's own directory. */
-static void example_path(const char *name, char *buf, size_t cap)
-{
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    assert_true(n > 0);
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    assert_non_null(slash);
-    *slash = '\0';
-    snprintf(buf, cap, "%s/../examples/%s", self, name);
-    if (access(buf, X_OK) != 0)
-        fail_msg("%s is missing: build the examples first (make examples)",
-                 buf);
-}
-
-/* Starts the example on 127.0.0.1:0; returns its bound address. */
-static void start_example(const char *name, char *address, size_t cap)
-{
-    char path[PATH_MAX + 64];
-    int out[2];
-    example_path(name, path, sizeof(path));
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    fflush(NULL);
-    example_pid = fork();
-    assert_true(example_pid >= 0);
-    if (example_pid == 0) {
-        dup2(out[1], STDOUT_FILENO);
-        execl(path, name, "127.0.0.1:0", (char *)NULL);
-        _exit(127);
-    }
-    close(out[1]);
-    example_out = out[0];
-
-    /* "listening on ADDRESS\n", within 5 s. */
-    char line[SKS_ADDRSTRLEN + 32];
-    size_t got = 0;
-    double end = now_seconds() + 5.0;
-    while (got == 0 || line[got - 1] != '\n') {
-        struct pollfd p = { .fd = example_out, .events = POLLIN };
-        int left = (int)((end - now_seconds()) * 1000);
-        assert_true(left > 0 && poll(&p, 1, left) == 1);
-        ssize_t r = read(example_out, line + got, 1);
-        assert_int_equal(r, 1);
-        got++;
-        assert_true(got < sizeof(line));
-    }
-    line[got - 1] = '\0';
-    assert_int_equal(strncmp(line, "listening on ", 13), 0);
-    size_t len = strlen(line + 13);
-    assert_true(len < cap);
-    memcpy(address, line + 13, len + 1);
 }
 
 static void idle_clients_hold_up_nobody(const char *name)
@@ -615,7 +477,7 @@ static void idle_clients_hold_up_nobody(const char *name)
     char address[SKS_ADDRSTRLEN];
     int idle[IDLE];
 
-    start_example(name, address, sizeof(address));
+    example_start(&example, name, "127.0.0.1:0", address, sizeof(address));
     /* Connected, one says half a line, none ends a line. */
     for (int i = 0; i < IDLE; i++) {
         idle[i] = client_connect(address);
@@ -642,16 +504,10 @@ static void idle_clients_hold_up_nobody(const char *name)
         client_close(idle[i]);
 
     /* Idle again: SIGTERM ends it with status 0 within 1 s. */
-    assert_int_equal(kill(example_pid, SIGTERM), 0);
-    double t1 = now_seconds();
-    int status = 0;
-    pid_t r;
-    while ((r = waitpid(example_pid, &status, WNOHANG)) == 0 &&
-           now_seconds() - t1 < 5.0)
-        sleep_ms(5);
-    assert_int_equal(r, example_pid);
-    example_pid = -1;
-    assert_true(now_seconds() - t1 < 1.0);
+    assert_int_equal(kill(example.pid, SIGTERM), 0);
+    int status = proc_wait_exit(&example, 5000, &took);
+    assert_true(status != -1);
+    assert_true(took < 1.0);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
 }

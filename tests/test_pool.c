@@ -10,7 +10,6 @@
 #include "support.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -128,47 +127,10 @@ static sks_server *make_pool_server(const sks_server_ops *ops,
                                     size_t min, size_t max, double idle,
                                     size_t queue)
 {
-    sks_server *srv = NULL;
-    int err = sks_server_new(&srv, ops, address, cls, NULL, SKS_NO_BIND);
-    if (err != 0)
-        fail_msg("sks_server_new: %s", sks_strerror(err));
+    sks_server *srv = ts_new(ops, address, cls, NULL, SKS_NO_BIND);
     assert_int_equal(sks_server_set_pool(srv, min, max, idle, queue), 0);
     assert_int_equal(sks_server_bind_and_activate(srv), 0);
     return srv;
-}
-
-/* True when fd has something to read (data or end of input) within ms. */
-static bool readable_within(int fd, int ms)
-{
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    int r;
-    do
-        r = poll(&p, 1, ms);
-    while (r < 0 && errno == EINTR);
-    return r > 0;
-}
-
-static sks_server *stats_srv;
-
-static bool stats_queued_is(void *arg)
-{
-    sks_stats st;
-    sks_server_stats(stats_srv, &st);
-    return st.queued == (size_t)(intptr_t)arg;
-}
-
-static bool stats_workers_is(void *arg)
-{
-    sks_stats st;
-    sks_server_stats(stats_srv, &st);
-    return st.workers == (size_t)(intptr_t)arg;
-}
-
-static bool stats_active_is(void *arg)
-{
-    sks_stats st;
-    sks_server_stats(stats_srv, &st);
-    return st.active == (size_t)(intptr_t)arg;
 }
 
 static bool gate_held_is(void *arg)
@@ -191,19 +153,15 @@ static int held_client(const char *address, int nheld_after)
     return c;
 }
 
-static void expect_line(int fd, const char *line)
+/* A client that sent "queued\n" and whose request now waits in the queue,
+ * nqueued_after requests in all. */
+static int queued_client(test_server *ts, size_t nqueued_after)
 {
-    char buf[256];
-    size_t n = strlen(line);
-    ssize_t got = client_recv_line(fd, buf, sizeof(buf));
-    assert_int_equal(got, (ssize_t)n);
-    assert_memory_equal(buf, line, n);
-}
-
-static void expect_eof(int fd)
-{
-    char buf[64];
-    assert_int_equal(client_recv_all(fd, buf, sizeof(buf)), 0);
+    int c = client_connect(ts->address);
+    assert_true(c >= 0);
+    assert_int_equal(client_send_all(c, "queued\n", 7), 0);
+    assert_true(wait_stat(ts->srv, queued, nqueued_after, 5000));
+    return c;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -268,12 +226,11 @@ static void test_pool_bound_never_exceeded_under_500_concurrent_clients(void **s
     for (int i = 0; i < CLIENTS; i++) {
         char line[32];
         snprintf(line, sizeof(line), "client %d\n", i);
-        expect_line(fds[i], line);
+        assert_line(fds[i], line);
         client_close(fds[i]);
     }
     double elapsed = now_seconds() - t0;
-    stats_srv = ts.srv;
-    assert_true(wait_until(stats_active_is, (void *)0, 5000));
+    assert_true(wait_stat(ts.srv, active, 0, 5000));
     atomic_store(&m.stop, true);
     pthread_join(mon, NULL);
 
@@ -314,7 +271,6 @@ static void test_pool_grows_to_max_then_idle_workers_leave_down_to_min(void **st
     ts_serve(&ts, make_pool_server(&sks_pool_tcp_ops, "127.0.0.1:0",
                                    &pool_handler, MIN, MAX, 0.2, 4),
              0.05);
-    stats_srv = ts.srv;
     sks_stats st;
     sks_server_stats(ts.srv, &st);
     assert_int_equal(st.workers, 0); /* made lazily, at the first request */
@@ -328,10 +284,10 @@ static void test_pool_grows_to_max_then_idle_workers_leave_down_to_min(void **st
     assert_int_equal(st.queued, 0);
     gate_release();
     for (int i = 0; i < MAX; i++) {
-        expect_line(c[i], "hold\n");
+        assert_line(c[i], "hold\n");
         client_close(c[i]);
     }
-    assert_true(wait_until(stats_workers_is, (void *)(intptr_t)MIN, 5000));
+    assert_true(wait_stat(ts.srv, workers, MIN, 5000));
     /* and it stays there: min_workers never time out */
     sleep_ms(500);
     sks_server_stats(ts.srv, &st);
@@ -357,7 +313,6 @@ static void test_pool_backpressure_connects_but_replies_only_when_a_slot_frees(v
     ts_serve(&ts, make_pool_server(&sks_pool_tcp_ops, "127.0.0.1:0",
                                    &pool_handler, 1, 1, 30.0, 0),
              0.05);
-    stats_srv = ts.srv;
     int a = held_client(ts.address, 1);
 
     int b = client_connect(ts.address);
@@ -370,14 +325,14 @@ static void test_pool_backpressure_connects_but_replies_only_when_a_slot_frees(v
     assert_int_equal(st.refused, 0);
 
     gate_release();
-    expect_line(a, "hold\n");
+    assert_line(a, "hold\n");
     client_close(a);
     double t0 = now_seconds();
     assert_true(readable_within(b, 2000));
-    expect_line(b, "waiting\n");
+    assert_line(b, "waiting\n");
     assert_true(now_seconds() - t0 < 1.0);
     client_close(b);
-    assert_true(wait_until(stats_active_is, (void *)0, 5000));
+    assert_true(wait_stat(ts.srv, active, 0, 5000));
     sks_server_stats(ts.srv, &st);
     assert_int_equal(st.accepted, 2);
     assert_int_equal(st.completed, 2);
@@ -409,19 +364,15 @@ static void test_pool_refuse_sends_busy_line_then_eof(void **state)
     assert_int_equal(sks_server_set_overload_policy(srv, SKS_OVERLOAD_REFUSE), 0);
     test_server ts;
     ts_serve(&ts, srv, 0.05);
-    stats_srv = srv;
     int a = held_client(ts.address, 1);
     /* The queue's one place: connected, sent, waiting unserved. */
-    int q = client_connect(ts.address);
-    assert_true(q >= 0);
-    assert_int_equal(client_send_all(q, "queued\n", 7), 0);
-    assert_true(wait_until(stats_queued_is, (void *)1, 5000));
+    int q = queued_client(&ts, 1);
 
     for (int i = 0; i < 3; i++) {
         int b = client_connect(ts.address);
         assert_true(b >= 0);
-        expect_line(b, "busy\n");
-        expect_eof(b);
+        assert_line(b, "busy\n");
+        assert_eof(b);
         client_close(b);
     }
     assert_int_equal(atomic_load(&refuse_calls), 3);
@@ -432,11 +383,11 @@ static void test_pool_refuse_sends_busy_line_then_eof(void **state)
     assert_int_equal(st.queued, 1);
 
     gate_release();
-    expect_line(a, "hold\n");
+    assert_line(a, "hold\n");
     client_close(a); /* its worker is the one the queued request waits for */
-    expect_line(q, "queued\n");
+    assert_line(q, "queued\n");
     client_close(q);
-    assert_true(wait_until(stats_active_is, (void *)0, 5000));
+    assert_true(wait_stat(ts.srv, active, 0, 5000));
     /* Room again: served, not refused. */
     int c = client_connect(ts.address);
     assert_true(c >= 0);
@@ -473,15 +424,10 @@ static void test_pool_close_with_block_on_close_serves_queued_and_running(void *
     ts_serve(&ts, make_pool_server(&sks_pool_tcp_ops, "127.0.0.1:0",
                                    &pool_handler, 1, 1, 30.0, 4),
              0.05);
-    stats_srv = ts.srv;
     int a = held_client(ts.address, 1);
     int q[2];
-    for (int i = 0; i < 2; i++) {
-        q[i] = client_connect(ts.address);
-        assert_true(q[i] >= 0);
-        assert_int_equal(client_send_all(q[i], "queued\n", 7), 0);
-        assert_true(wait_until(stats_queued_is, (void *)(intptr_t)(i + 1), 5000));
-    }
+    for (int i = 0; i < 2; i++)
+        q[i] = queued_client(&ts, (size_t)i + 1);
     /* The queued clients hang up after their line: their handlers end at
      * end of input instead of waiting for more. */
     for (int i = 0; i < 2; i++)
@@ -497,9 +443,9 @@ static void test_pool_close_with_block_on_close_serves_queued_and_running(void *
     assert_false(atomic_load(&cl.done)); /* still waiting for the requests */
     gate_release();
     assert_int_equal(pthread_join(t, NULL), 0);
-    expect_line(a, "hold\n");
+    assert_line(a, "hold\n");
     for (int i = 0; i < 2; i++) {
-        expect_line(q[i], "queued\n");
+        assert_line(q[i], "queued\n");
         client_close(q[i]);
     }
     client_close(a);
@@ -526,19 +472,15 @@ static void test_pool_close_without_block_on_close_closes_queued_unserved(void *
     assert_int_equal(sks_server_set_block_on_close(srv, false), 0);
     test_server ts;
     ts_serve(&ts, srv, 0.05);
-    stats_srv = srv;
     int a = held_client(ts.address, 1);
-    int q = client_connect(ts.address);
-    assert_true(q >= 0);
-    assert_int_equal(client_send_all(q, "queued\n", 7), 0);
-    assert_true(wait_until(stats_queued_is, (void *)1, 5000));
+    int q = queued_client(&ts, 1);
 
     sks_server_shutdown(srv);
     assert_int_equal(pthread_join(ts.thread, NULL), 0);
     double t0 = now_seconds();
     sks_server_close(srv);
     assert_true(now_seconds() - t0 < 0.5);
-    expect_eof(q);
+    assert_eof(q);
     client_close(q);
     sks_stats st;
     sks_server_stats(srv, &st);
@@ -547,9 +489,9 @@ static void test_pool_close_without_block_on_close_closes_queued_unserved(void *
     assert_int_equal(st.active, 1); /* the one still at the gate */
 
     gate_release();
-    expect_line(a, "hold\n");
+    assert_line(a, "hold\n");
     client_close(a);
-    assert_true(wait_until(stats_active_is, (void *)0, 5000));
+    assert_true(wait_stat(ts.srv, active, 0, 5000));
     sks_server_free(srv); /* the detached worker keeps it alive if need be */
     assert_true(wait_until(threads_back_to, (void *)(intptr_t)threads, 5000));
 }
@@ -579,7 +521,7 @@ static void test_pool_close_without_block_on_close_races_finishing_workers(void 
             assert_int_equal(client_send_all(c[i], "x\n", 2), 0);
         }
         for (int i = 0; i < CLIENTS; i++) {
-            expect_line(c[i], "x\n");
+            assert_line(c[i], "x\n");
             shutdown(c[i], SHUT_WR); /* the handlers end now, during close */
         }
         sks_server_shutdown(srv);
@@ -600,21 +542,10 @@ static void echo_through(const sks_server_ops *ops, const char *address,
                                    stream ? &pool_handler : &dgram_handler, 1,
                                    2, 30.0, 2),
              0.05);
-    for (int i = 0; i < 3; i++) {
-        int c = stream ? client_connect(ts.address) : client_dgram(ts.address);
-        assert_true(c >= 0);
-        if (stream) {
-            assert_echo(c, "pooled\n");
-        } else {
-            char buf[64];
-            assert_int_equal(send(c, "pooled", 6, 0), 6);
-            assert_int_equal(recv(c, buf, sizeof(buf), 0), 6);
-            assert_memory_equal(buf, "pooled", 6);
-        }
-        client_close(c);
-    }
-    stats_srv = ts.srv;
-    assert_true(wait_until(stats_active_is, (void *)0, 5000));
+    for (int i = 0; i < 3; i++)
+        assert_echo_once(ts.address, ops->socket_type,
+                         stream ? "pooled\n" : "pooled");
+    assert_true(wait_stat(ts.srv, active, 0, 5000));
     sks_stats st;
     sks_server_stats(ts.srv, &st);
     assert_int_equal(st.accepted, 3);
@@ -669,14 +600,13 @@ static void test_pool_mixin_keeps_a_users_verify_request(void **state)
     client_close(c);
     c = client_connect(ts.address);
     assert_true(c >= 0);
-    expect_eof(c);
+    assert_eof(c);
     client_close(c);
     c = client_connect(ts.address);
     assert_true(c >= 0);
     assert_echo(c, "third\n");
     client_close(c);
-    stats_srv = ts.srv;
-    assert_true(wait_until(stats_active_is, (void *)0, 5000));
+    assert_true(wait_stat(ts.srv, active, 0, 5000));
     sks_stats st;
     sks_server_stats(ts.srv, &st);
     assert_int_equal(st.accepted, 2);
@@ -699,18 +629,11 @@ static void test_set_pool_rejects_bad_sizes(void **state)
     sks_server_free(srv);
 }
 
-static void *nothing(void *arg)
-{
-    return arg;
-}
-
 int main(void)
 {
     /* A first thread, so that runtime threads started lazily with it
      * (ThreadSanitizer's background thread) are in every baseline. */
-    pthread_t t;
-    if (pthread_create(&t, NULL, nothing, NULL) == 0)
-        pthread_join(t, NULL);
+    warm_up_threads();
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_bound_never_exceeded_under_500_concurrent_clients),

@@ -25,23 +25,10 @@
  * of a multi-threaded process (it dies with "starting new threads after
  * multi-threaded fork is not supported"): the tests whose children run
  * threads are skipped under it. */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
-
-static bool skip_under_tsan(void)
+static void skip_threaded_children_under_tsan(void)
 {
-    if (UNDER_TSAN)
-        print_message("skipped under ThreadSanitizer: these children start "
-                      "threads after a fork of a multi-threaded process\n");
-    return UNDER_TSAN;
+    skip_under_tsan("these children start threads after a fork of a "
+                    "multi-threaded process");
 }
 
 /* Every line gets "<pid>\n" back, until end of input. */
@@ -87,10 +74,7 @@ static sks_server *make_prefork(const sks_server_ops *ops, const char *address,
                                 const sks_handler_class *cls, size_t workers,
                                 size_t max_requests, double timeout)
 {
-    sks_server *srv = NULL;
-    int err = sks_server_new(&srv, ops, address, cls, NULL, SKS_NO_BIND);
-    if (err != 0)
-        fail_msg("sks_server_new(%s): %s", ops->name, sks_strerror(err));
+    sks_server *srv = ts_new(ops, address, cls, NULL, SKS_NO_BIND);
     assert_int_equal(sks_server_set_prefork(srv, workers, max_requests,
                                             timeout), 0);
     assert_int_equal(sks_server_bind_and_activate(srv), 0);
@@ -125,8 +109,7 @@ static pid_t one_request(const char *address)
     assert_true(c >= 0);
     pid_t pid = ask_pid(c);
     shutdown(c, SHUT_WR);
-    char buf[8];
-    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    assert_eof(c);
     client_close(c);
     return pid;
 }
@@ -218,8 +201,7 @@ static void spread_over_children(const sks_server_ops *ops,
     print_message("%s: %d connection(s) to see 2 children\n", ops->name, n);
     assert_int_equal(distinct, 2);
     for (int i = 0; i < n; i++) {
-        shutdown(fds[i], SHUT_WR);
-        client_close(fds[i]);
+        client_hang_up(fds[i]);
     }
     sks_stats st;
     sks_server_stats(ts.srv, &st); /* the parent's own: it accepts nothing */
@@ -252,8 +234,7 @@ static void test_prefork_unix_stream_spreads_work_over_more_than_one_child(void 
 static void test_prefork_threading_children_share_the_connections(void **state)
 {
     (void)state;
-    if (skip_under_tsan())
-        skip();
+    skip_threaded_children_under_tsan();
     enum { ROUND = 32, ROUNDS = 4 };
     int fds[ROUND];
     pid_t first = 0;
@@ -277,8 +258,7 @@ static void test_prefork_threading_children_share_the_connections(void **state)
                 first = pid;
             else if (pid != first)
                 two = true;
-            shutdown(fds[i], SHUT_WR);
-            client_close(fds[i]);
+            client_hang_up(fds[i]);
         }
     }
     assert_true(two);
@@ -406,8 +386,7 @@ static void test_prefork_shutdown_kills_a_straggler_after_the_deadline(void **st
 static void test_prefork_shutdown_drains_threading_children_within_timeout(void **state)
 {
     (void)state;
-    if (skip_under_tsan())
-        skip();
+    skip_threaded_children_under_tsan();
     enum { IDLE = 8 };
     const double timeout = 0.5;
     int fds[IDLE];
@@ -457,8 +436,7 @@ static void test_prefork_default_is_one_child_per_cpu(void **state)
 static void test_prefork_mixin_over_a_pool_serves_from_the_children(void **state)
 {
     (void)state;
-    if (skip_under_tsan())
-        skip();
+    skip_threaded_children_under_tsan();
     static sks_server_ops ops;
     sks_prefork_mixin(&ops, &sks_pool_tcp_ops);
     assert_ptr_equal(ops.serve_forever, sks_prefork_serve_forever);
@@ -489,18 +467,11 @@ static void test_set_prefork_rejects_bad_values(void **state)
     sks_server_free(srv);
 }
 
-static void *nothing(void *arg)
-{
-    return arg;
-}
-
 int main(void)
 {
     /* A first thread, so that runtime threads started lazily with it
      * (ThreadSanitizer's background thread) are in every baseline. */
-    pthread_t t;
-    if (pthread_create(&t, NULL, nothing, NULL) == 0)
-        pthread_join(t, NULL);
+    warm_up_threads();
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefork_tcp_spreads_work_over_more_than_one_child),

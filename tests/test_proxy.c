@@ -516,13 +516,7 @@ static void reset(void)
 static int wait_error(size_t n, int ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    realtime_deadline(&ts, ms);
     pthread_mutex_lock(&errs_lock);
     while (nerrs < n)
         if (pthread_cond_timedwait(&errs_cond, &errs_lock, &ts) != 0)
@@ -559,27 +553,17 @@ static void start(test_server *ts, const sks_server_ops *base, int slot,
     ts_serve(ts, srv, 0.01);
 }
 
-/* The local address of a connected client, formatted: the server's view
- * of the proxy. */
-static void local_name(int fd, char *buf, size_t cap)
-{
-    sks_addr a;
-    a.len = sizeof(a.u.ss);
-    assert_int_equal(getsockname(fd, &a.u.sa, &a.len), 0);
-    assert_true(sks_addr_format(&a, buf, cap) > 0);
-}
-
 /* Sends header + "hello\n" in one segment and expects the handler's view. */
 static void assert_seen_as(const char *address, const void *hdr, size_t n,
                            const char *client)
 {
-    char buf[2048], want[1024], me[SKS_ADDRSTRLEN];
+    char buf[2048], want[1024], me[SKS_ADDRSTRLEN]; /* me: the proxy */
     int c = client_connect(address);
     assert_true(c >= 0);
     memcpy(buf, hdr, n);
     memcpy(buf + n, "hello\n", 6);
     assert_int_equal(client_send_all(c, buf, n + 6), 0);
-    local_name(c, me, sizeof(me));
+    socket_name(c, me, sizeof(me));
     snprintf(want, sizeof(want), "%s %s hello\n", client ? client : me, me);
     ssize_t r = client_recv_line(c, buf, sizeof(buf) - 1);
     assert_true(r > 0);
@@ -927,7 +911,7 @@ static void test_no_proxy_address_without_the_protocol(void **state)
     start(&ts, &sks_threading_tcp_ops, 0, "127.0.0.1:0", 0, 0);
     int c = client_connect(ts.address);
     assert_true(c >= 0);
-    local_name(c, me, sizeof(me));
+    socket_name(c, me, sizeof(me));
     /* A PROXY line is just data here. */
     assert_int_equal(client_send_all(c, V1_TCP4, strlen(V1_TCP4)), 0);
     snprintf(want, sizeof(want), "%s - %s", me, V1_TCP4);

@@ -274,20 +274,8 @@ static void test_readline_view_returns_a_64k_line_whole(void **state)
     assert_int_equal(res.end, 0);
 }
 
-/* Signals while readline waits: EINTR is retried, nothing is lost. */
-static atomic_int interruptions;
-
-static void on_interrupt(int sig)
-{
-    (void)sig;
-    atomic_fetch_add(&interruptions, 1);
-}
-
-static bool interrupted(void *n)
-{
-    return atomic_load(&interruptions) >= *(int *)n;
-}
-
+/* Signals while readline waits (recv fails with EINTR): EINTR is retried,
+ * nothing is lost. */
 static int interrupted_read_handle(sks_handler *h)
 {
     char line[64];
@@ -308,12 +296,8 @@ static const sks_handler_class interrupted_read = {
 static void test_readline_survives_signals_while_waiting(void **state)
 {
     (void)state;
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_interrupt; /* no SA_RESTART: recv fails with EINTR */
-    sigemptyset(&sa.sa_mask);
-    assert_int_equal(sigaction(SIGUSR2, &sa, &old), 0);
-    atomic_store(&interruptions, 0);
+    struct sigaction old;
+    interruptions_begin(&old);
 
     test_server ts;
     ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &interrupted_read, NULL,
@@ -322,17 +306,14 @@ static void test_readline_survives_signals_while_waiting(void **state)
     assert_true(c >= 0);
     assert_int_equal(client_send_all(c, "par", 3), 0);
     assert_true(await(to_test[0])); /* the handler is about to read */
-    for (int i = 1; i <= 5; i++) {
-        assert_int_equal(pthread_kill(ts.thread, SIGUSR2), 0);
-        assert_true(wait_until(interrupted, &i, 5000));
-    }
+    interrupt_thread(ts.thread, 5);
     assert_int_equal(client_send_all(c, "tial\n", 5), 0);
     char back[16];
     assert_int_equal(client_recv_all(c, back, sizeof(back)), 8);
     assert_memory_equal(back, "partial\n", 8);
     client_close(c);
     ts_stop(&ts);
-    sigaction(SIGUSR2, &old, NULL);
+    interruptions_end(&old);
     assert_int_equal(res.r[0], 8);
 }
 

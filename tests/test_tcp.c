@@ -15,25 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Echoes lines until end of input. */
-static int echo_handle(sks_handler *h)
-{
-    char line[256];
-    ssize_t n;
-    while ((n = sks_rfile_readline(sks_handler_rfile(h), line,
-                                   sizeof(line))) > 0) {
-        ssize_t w = sks_wfile_write(sks_handler_wfile(h), line, (size_t)n);
-        if (w < 0)
-            return (int)w;
-    }
-    return (int)n;
-}
-
-static const sks_handler_class echo = {
-    .setup = sks_stream_setup,
-    .handle = echo_handle,
-    .finish = sks_stream_finish,
-};
+/* Echoes lines until end of input (support.c). */
+static const sks_handler_class *const echo = &echo_lines_stream;
 
 /* Echoes one line, then returns: the server ends the connection first. */
 static int echo_one_handle(sks_handler *h)
@@ -69,13 +52,8 @@ static int sockopt(int fd, int level, int name)
 /* Echoes through a served server, three clients one after the other. */
 static void assert_serves_echo(test_server *ts)
 {
-    for (int i = 0; i < 3; i++) {
-        int c = client_connect(ts->address);
-        if (c < 0)
-            fail_msg("connect %s: %s", ts->address, sks_strerror(c));
-        assert_echo(c, "hello world\n");
-        client_close(c);
-    }
+    for (int i = 0; i < 3; i++)
+        assert_echo_once(ts->address, SOCK_STREAM, "hello world\n");
 }
 
 static void test_port_zero_binds_a_real_port_matching_getsockname(void **state)
@@ -83,7 +61,7 @@ static void test_port_zero_binds_a_real_port_matching_getsockname(void **state)
     (void)state;
     sks_server *srv = NULL;
     int user;
-    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
                                      &user, 0), 0);
     const sks_addr *a = sks_server_address(srv);
     assert_int_equal(a->u.sa.sa_family, AF_INET);
@@ -111,7 +89,7 @@ static void test_tcp_server_echoes_three_clients_on_ipv4(void **state)
 {
     (void)state;
     test_server ts;
-    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &echo, NULL, 0.01);
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL, 0.01);
     assert_serves_echo(&ts);
     ts_stop(&ts);
 }
@@ -120,7 +98,7 @@ static void test_ipv6_loopback_serves_echo(void **state)
 {
     (void)state;
     sks_server *srv = NULL;
-    int err = sks_server_new(&srv, &sks_tcp_ops, "[::1]:0", &echo, NULL, 0);
+    int err = sks_server_new(&srv, &sks_tcp_ops, "[::1]:0", echo, NULL, 0);
     if (err == -EAFNOSUPPORT || err == -EADDRNOTAVAIL) {
         print_message("no IPv6 loopback here (%s): skipped\n",
                       sks_errname(err));
@@ -145,7 +123,7 @@ static void test_localhost_name_binds_and_serves(void **state)
 {
     (void)state;
     test_server ts;
-    ts_start(&ts, &sks_tcp_ops, "localhost:0", &echo, NULL, 0.01);
+    ts_start(&ts, &sks_tcp_ops, "localhost:0", echo, NULL, 0.01);
     int family = sks_server_address_family(ts.srv);
     assert_true(family == AF_INET || family == AF_INET6);
     assert_int_not_equal(port_of(sks_server_address(ts.srv)), 0);
@@ -159,7 +137,7 @@ static void test_reuse_address_is_set_only_when_asked(void **state)
     sks_server *plain = NULL, *reuse = NULL;
 
     assert_int_equal(sks_server_new(&plain, &sks_tcp_ops, "127.0.0.1:0",
-                                     &echo, NULL, 0), 0);
+                                     echo, NULL, 0), 0);
     assert_int_equal(sockopt(sks_server_fileno(plain), SOL_SOCKET,
                              SO_REUSEADDR), 0);
     assert_int_equal(sockopt(sks_server_fileno(plain), SOL_SOCKET,
@@ -168,7 +146,7 @@ static void test_reuse_address_is_set_only_when_asked(void **state)
 
     /* Python's bind_and_activate=False: set options, then bind. */
     assert_int_equal(sks_server_new(&reuse, &sks_tcp_ops, "127.0.0.1:0",
-                                     &echo, NULL, SKS_NO_BIND), 0);
+                                     echo, NULL, SKS_NO_BIND), 0);
     int fd = sks_server_fileno(reuse);
     assert_true(fd >= 0);
     assert_int_equal(port_of(sks_server_address(reuse)), 0); /* not bound */
@@ -191,7 +169,7 @@ static void test_reuse_port_is_set_only_when_asked(void **state)
 {
     (void)state;
     sks_server *srv = NULL;
-    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
                                      NULL, SKS_NO_BIND), 0);
     assert_int_equal(sks_server_set_allow_reuse_port(srv, true), 0);
     assert_int_equal(sks_server_bind_and_activate(srv), 0);
@@ -237,13 +215,13 @@ static void test_reuse_address_allows_restart_on_the_same_port(void **state)
     /* The closed connection still holds the port: without the option the
      * restart fails, as in Python ... */
     int fds = count_open_fds();
-    assert_int_equal(sks_server_new(&again, &sks_tcp_ops, addr, &echo, NULL,
+    assert_int_equal(sks_server_new(&again, &sks_tcp_ops, addr, echo, NULL,
                                      0), -EADDRINUSE);
     assert_null(again);
     assert_int_equal(count_open_fds(), fds);
 
     /* ... and with it the restart binds. */
-    assert_int_equal(sks_server_new(&again, &sks_tcp_ops, addr, &echo, NULL,
+    assert_int_equal(sks_server_new(&again, &sks_tcp_ops, addr, echo, NULL,
                                      SKS_NO_BIND), 0);
     sks_server_set_allow_reuse_address(again, true);
     assert_int_equal(sks_server_bind_and_activate(again), 0);
@@ -258,7 +236,7 @@ static void test_bind_to_busy_port_is_eaddrinuse_and_leaks_nothing(void **state)
     (void)state;
     sks_server *busy = NULL;
     char addr[SKS_ADDRSTRLEN];
-    assert_int_equal(sks_server_new(&busy, &sks_tcp_ops, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(&busy, &sks_tcp_ops, "127.0.0.1:0", echo,
                                      NULL, 0), 0);
     assert_true(sks_addr_format(sks_server_address(busy), addr,
                                 sizeof(addr)) > 0);
@@ -266,7 +244,7 @@ static void test_bind_to_busy_port_is_eaddrinuse_and_leaks_nothing(void **state)
     int fds = count_open_fds();
     for (int i = 0; i < 1024; i++) {
         sks_server *srv = busy; /* any non-NULL: it must be reset */
-        int err = sks_server_new(&srv, &sks_tcp_ops, addr, &echo, NULL, 0);
+        int err = sks_server_new(&srv, &sks_tcp_ops, addr, echo, NULL, 0);
         if (err != -EADDRINUSE)
             fail_msg("try %d: %s, want EADDRINUSE", i, sks_errname(err));
         assert_null(srv);
@@ -275,7 +253,7 @@ static void test_bind_to_busy_port_is_eaddrinuse_and_leaks_nothing(void **state)
 
     /* The same through SKS_NO_BIND: the failed bind closes the socket. */
     sks_server *late = NULL;
-    assert_int_equal(sks_server_new(&late, &sks_tcp_ops, addr, &echo, NULL,
+    assert_int_equal(sks_server_new(&late, &sks_tcp_ops, addr, echo, NULL,
                                      SKS_NO_BIND), 0);
     assert_int_equal(sks_server_bind_and_activate(late), -EADDRINUSE);
     assert_int_equal(sks_server_fileno(late), -1);
@@ -293,7 +271,7 @@ static void test_invalid_port_1024_times_leaks_nothing(void **state)
     int fds = count_open_fds();
     for (int i = 0; i < 1024; i++) {
         sks_server *srv = NULL;
-        int err = sks_server_new(&srv, &sks_tcp_ops, bad[i % 2], &echo, NULL,
+        int err = sks_server_new(&srv, &sks_tcp_ops, bad[i % 2], echo, NULL,
                                  0);
         if (err != SKS_EADDRESS)
             fail_msg("try %d (%s): %s, want SKS_EADDRESS", i, bad[i % 2],
@@ -311,14 +289,14 @@ static void test_address_family_must_suit_the_transport(void **state)
     int fds = count_open_fds();
 
     unix_temp_address(unix_addr, sizeof(unix_addr));
-    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, unix_addr, &echo,
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, unix_addr, echo,
                                      NULL, 0), -EAFNOSUPPORT);
     assert_null(srv);
     assert_int_equal(access(unix_addr + 5, F_OK), -1); /* nothing created */
     assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "unix:@sks-tcp",
-                                     &echo, NULL, 0), -EAFNOSUPPORT);
+                                     echo, NULL, 0), -EAFNOSUPPORT);
     assert_int_equal(sks_server_new(&srv, &sks_unix_stream_ops,
-                                     "127.0.0.1:0", &echo, NULL, 0),
+                                     "127.0.0.1:0", echo, NULL, 0),
                      -EAFNOSUPPORT);
     assert_null(srv);
     assert_int_equal(count_open_fds(), fds);
@@ -331,19 +309,19 @@ static void test_invalid_arguments_are_einval(void **state)
     sks_server_ops no_type = sks_tcp_ops;
     no_type.socket_type = SOCK_RAW;
 
-    assert_int_equal(sks_server_new(NULL, &sks_tcp_ops, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(NULL, &sks_tcp_ops, "127.0.0.1:0", echo,
                                      NULL, 0), -EINVAL);
-    assert_int_equal(sks_server_new(&srv, NULL, "127.0.0.1:0", &echo, NULL,
+    assert_int_equal(sks_server_new(&srv, NULL, "127.0.0.1:0", echo, NULL,
                                      0), -EINVAL);
-    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, NULL, &echo, NULL,
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, NULL, echo, NULL,
                                      0), -EINVAL);
     assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", NULL,
                                      NULL, 0), -EINVAL);
-    assert_int_equal(sks_server_new(&srv, &no_type, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(&srv, &no_type, "127.0.0.1:0", echo,
                                      NULL, 0), -EINVAL);
     assert_null(srv);
 
-    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", &echo,
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
                                      NULL, SKS_NO_BIND), 0);
     assert_int_equal(sks_server_set_request_queue_size(srv, -1), -EINVAL);
     assert_int_equal(sks_server_set_request_queue_size(srv, 1), 0);
@@ -381,12 +359,12 @@ static void test_creation_out_of_descriptors_closes_only_its_own(void **state)
     low = saved;
     low.rlim_cur = (rlim_t)lowest + 1;
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
-    int err1 = sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", &echo, NULL,
+    int err1 = sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo, NULL,
                               0);
     /* No room at all: the socket fails. */
     low.rlim_cur = (rlim_t)lowest;
     setrlimit(RLIMIT_NOFILE, &low);
-    int err2 = sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", &echo, NULL,
+    int err2 = sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo, NULL,
                               0);
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
 
@@ -421,7 +399,7 @@ static void test_accept_out_of_descriptors_backs_off_then_serves(
     test_server ts;
 
     atomic_store(&accepts, 0);
-    assert_int_equal(sks_server_new(&srv, &ops, "127.0.0.1:0", &echo, NULL,
+    assert_int_equal(sks_server_new(&srv, &ops, "127.0.0.1:0", echo, NULL,
                                      0), 0);
     char addr[SKS_ADDRSTRLEN];
     sks_addr_format(sks_server_address(srv), addr, sizeof(addr));

@@ -8,32 +8,17 @@
 #include "support.h"
 
 #include <errno.h>
-#include <grp.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <dirent.h>
 #include <unistd.h>
-
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
 
 /* ------------------------------------------------------------------------ */
 /* What the handlers report to the test, under one lock                      */
 
 static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
+    ts_sync sync;
     int started;           /* handlers that have begun */
     int finished;          /* handlers that have ended */
     int running, max_running;
@@ -48,100 +33,70 @@ static struct {
     pthread_t tids[8];     /* threads the scenario's handlers ran in */
     int ntids;
     size_t stack_size;     /* as seen by a handler */
-} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+} S = { .sync = TS_SYNC_INITIALIZER };
 
 static void reset_state(void)
 {
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.started = S.finished = S.running = S.max_running = 0;
     S.releases = S.arrived = 0;
     S.barrier_broken = false;
     S.errors = S.last_error = S.shutdowns = S.ntids = 0;
     S.stack_size = 0;
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&S.sync.lock);
 }
 
 static int get_int(const int *p)
 {
-    pthread_mutex_lock(&S.lock);
-    int v = *p;
-    pthread_mutex_unlock(&S.lock);
-    return v;
+    return sync_get(&S.sync, p);
 }
 
 /* Waits (bounded) until *p >= want; returns the last value seen. */
 static int wait_int_at_least(const int *p, int want, int timeout_ms)
 {
-    struct timespec end;
-    clock_gettime(CLOCK_REALTIME, &end);
-    end.tv_sec += timeout_ms / 1000;
-    end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (end.tv_nsec >= 1000000000L) {
-        end.tv_sec++;
-        end.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&S.lock);
-    while (*p < want &&
-           pthread_cond_timedwait(&S.cond, &S.lock, &end) != ETIMEDOUT)
-        ;
-    int v = *p;
-    pthread_mutex_unlock(&S.lock);
-    return v;
-}
-
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    return sync_wait_at_least(&S.sync, p, want, timeout_ms);
 }
 
 static void handler_begins(void)
 {
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.started++;
     S.running++;
     if (S.running > S.max_running)
         S.max_running = S.running;
-    pthread_cond_broadcast(&S.cond);
-    pthread_mutex_unlock(&S.lock);
+    pthread_cond_broadcast(&S.sync.cond);
+    pthread_mutex_unlock(&S.sync.lock);
 }
 
 static void handler_ends(void)
 {
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.running--;
     S.finished++;
-    pthread_cond_broadcast(&S.cond);
-    pthread_mutex_unlock(&S.lock);
+    pthread_cond_broadcast(&S.sync.cond);
+    pthread_mutex_unlock(&S.sync.lock);
 }
 
 /* Waits (at most 5 s) for a permit from release(); false on timeout. */
 static bool hold(void)
 {
     struct timespec end;
-    deadline_in(&end, 5000);
-    pthread_mutex_lock(&S.lock);
+    realtime_deadline(&end, 5000);
+    pthread_mutex_lock(&S.sync.lock);
     while (S.releases == 0 &&
-           pthread_cond_timedwait(&S.cond, &S.lock, &end) != ETIMEDOUT)
+           pthread_cond_timedwait(&S.sync.cond, &S.sync.lock, &end) !=
+               ETIMEDOUT)
         ;
     bool ok = S.releases > 0;
     if (ok)
         S.releases--;
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&S.sync.lock);
     return ok;
 }
 
 static void release(int n)
 {
-    pthread_mutex_lock(&S.lock);
-    S.releases += n;
-    pthread_cond_broadcast(&S.cond);
-    pthread_mutex_unlock(&S.lock);
+    sync_add(&S.sync, &S.releases, n);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -152,10 +107,10 @@ static void release(int n)
 static int scenario_handle(sks_handler *h)
 {
     char line[256];
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     if (S.ntids < 8)
         S.tids[S.ntids++] = pthread_self();
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&S.sync.lock);
     ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
     if (n < 0)
         return (int)n;
@@ -175,20 +130,14 @@ static const sks_handler_class scenario_dgram = {
     .finish = sks_datagram_finish,
 };
 
-/* Echoes one line back; "fail\n" makes it fail after reading. */
+/* Echoes one line back; "fail\n" makes it fail after reading.  Records
+ * the thread it ran in. */
 static int line_handle(sks_handler *h)
 {
-    char line[256];
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.handler_thread = pthread_self();
-    pthread_mutex_unlock(&S.lock);
-    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
-    if (n < 0)
-        return (int)n;
-    if (n == 5 && memcmp(line, "fail\n", 5) == 0)
-        return SKS_EHANDLER;
-    return sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0
-               ? SKS_EHANDLER : 0;
+    pthread_mutex_unlock(&S.sync.lock);
+    return echo_line_or_fail_handle(h);
 }
 
 static const sks_handler_class line_echo = {
@@ -219,36 +168,35 @@ static const sks_handler_class held_echo = {
     .finish = sks_stream_finish,
 };
 
-#define BARRIER_N 4
-
 /*
  * A barrier with a timeout: it opens only when BARRIER_N handlers are in
  * it at once.  A server that runs requests one after another leaves the
  * first handler alone in it: after 3 s that handler breaks the barrier
  * (so the others do not wait too) and every handler answers "no".
  */
-static int barrier_handle(sks_handler *h)
+static bool threads_met(void)
 {
-    char line[64];
-    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
-    if (n <= 0)
-        return n < 0 ? (int)n : SKS_EHANDLER;
     struct timespec end;
-    deadline_in(&end, 3000);
-    pthread_mutex_lock(&S.lock);
+    realtime_deadline(&end, 3000);
+    pthread_mutex_lock(&S.sync.lock);
     S.arrived++;
-    pthread_cond_broadcast(&S.cond);
+    pthread_cond_broadcast(&S.sync.cond);
     while (S.arrived < BARRIER_N && !S.barrier_broken &&
-           pthread_cond_timedwait(&S.cond, &S.lock, &end) != ETIMEDOUT)
+           pthread_cond_timedwait(&S.sync.cond, &S.sync.lock, &end) !=
+               ETIMEDOUT)
         ;
     bool all = S.arrived >= BARRIER_N;
     if (!all) {
         S.barrier_broken = true;
-        pthread_cond_broadcast(&S.cond);
+        pthread_cond_broadcast(&S.sync.cond);
     }
-    pthread_mutex_unlock(&S.lock);
-    return sks_wfile_write(sks_handler_wfile(h), all ? "ok\n" : "no\n", 3) < 0
-               ? SKS_EHANDLER : 0;
+    pthread_mutex_unlock(&S.sync.lock);
+    return all;
+}
+
+static int barrier_handle(sks_handler *h)
+{
+    return barrier_answer(h, threads_met);
 }
 
 static const sks_handler_class barrier_echo = {
@@ -266,9 +214,9 @@ static int stack_handle(sks_handler *h)
         pthread_attr_getstacksize(&attr, &size);
         pthread_attr_destroy(&attr);
     }
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.stack_size = size;
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&S.sync.lock);
     return sks_wfile_write(sks_handler_wfile(h), "done\n", 5) < 0
                ? SKS_EHANDLER : 0;
 }
@@ -281,23 +229,6 @@ static const sks_handler_class stack_report = {
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
-
-static void dgram_echo(int fd, const char *msg)
-{
-    char buf[256];
-    size_t n = strlen(msg);
-    assert_int_equal(send(fd, msg, n, 0), (ssize_t)n);
-    ssize_t got = recv(fd, buf, sizeof(buf), 0);
-    assert_int_equal(got, (ssize_t)n);
-    assert_memory_equal(buf, msg, n);
-}
-
-/* True when fd has something to read (or EOF) within ms. */
-static bool readable_within(int fd, int ms)
-{
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    return poll(&p, 1, ms) == 1;
-}
 
 /* This process's threads when no server runs (main's, and the sanitizer
  * runtime's): measured once in main. */
@@ -360,24 +291,9 @@ static void run_scenario(const sks_server_ops *ops, bool unix_socket)
         unix_temp_address(address, sizeof(address));
     ts_start(&ts, ops, address, dgram ? &scenario_dgram : &scenario_stream,
              NULL, 0.01);
-    for (int i = 0; i < 3; i++) {
-        if (dgram) {
-            int c = client_dgram(ts.address);
-            assert_true(c >= 0);
-            dgram_echo(c, "hello world\n");
-            client_close(c);
-        } else {
-            int c = client_connect(ts.address);
-            assert_true(c >= 0);
-            assert_echo(c, "hello world\n");
-            client_close(c);
-        }
-    }
-    sks_server_shutdown(ts.srv);
-    assert_int_equal(pthread_join(ts.thread, NULL), 0);
-    assert_int_equal(ts.serve_rc, 0);
-    sks_server_close(ts.srv);
-    assert_int_equal(sks_server_fileno(ts.srv), -1);
+    for (int i = 0; i < 3; i++)
+        assert_echo_once(ts.address, ops->socket_type, "hello world\n");
+    ts_shutdown_close(&ts);
     assert_int_equal(sks_server_active_requests(ts.srv), 0);
     /* block_on_close joined them all (a joined thread's task may linger
      * in /proc for a moment after join returns). */
@@ -444,12 +360,12 @@ static void recording_handle_error(sks_server *srv, sks_request *req, int err)
 {
     (void)srv;
     (void)req;
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.errors++;
     S.last_error = err;
     S.error_thread = pthread_self();
-    pthread_cond_broadcast(&S.cond);
-    pthread_mutex_unlock(&S.lock);
+    pthread_cond_broadcast(&S.sync.cond);
+    pthread_mutex_unlock(&S.sync.lock);
 }
 
 /* As CPython's ThreadingErrorTestServer: shutdown_request signals "done"
@@ -457,10 +373,10 @@ static void recording_handle_error(sks_server *srv, sks_request *req, int err)
 static void signalling_shutdown_request(sks_server *srv, sks_request *req)
 {
     sks_threading_tcp_ops.shutdown_request(srv, req);
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     S.shutdowns++;
-    pthread_cond_broadcast(&S.cond);
-    pthread_mutex_unlock(&S.lock);
+    pthread_cond_broadcast(&S.sync.cond);
+    pthread_mutex_unlock(&S.sync.lock);
 }
 
 static void test_handler_failure_is_reported_once_from_its_thread(void **state)
@@ -481,12 +397,12 @@ static void test_handler_failure_is_reported_once_from_its_thread(void **state)
     assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0); /* EOF */
     client_close(c);
 
-    pthread_mutex_lock(&S.lock);
+    pthread_mutex_lock(&S.sync.lock);
     assert_int_equal(S.errors, 1);
     assert_int_equal(S.last_error, SKS_EHANDLER);
     assert_true(pthread_equal(S.error_thread, S.handler_thread));
     assert_false(pthread_equal(S.error_thread, ts.thread));
-    pthread_mutex_unlock(&S.lock);
+    pthread_mutex_unlock(&S.sync.lock);
 
     /* The server goes on serving. */
     c = client_connect(ts.address);
@@ -511,17 +427,8 @@ static void test_requests_run_concurrently(void **state)
     reset_state();
     ts_start(&ts, &sks_threading_tcp_ops, "127.0.0.1:0", &barrier_echo, NULL,
              0.01);
-    for (int i = 0; i < BARRIER_N; i++) {
-        c[i] = client_connect(ts.address);
-        assert_true(c[i] >= 0);
-        assert_int_equal(client_send_all(c[i], "go\n", 3), 0);
-    }
-    for (int i = 0; i < BARRIER_N; i++) {
-        char buf[8];
-        assert_int_equal(client_recv_line(c[i], buf, sizeof(buf)), 3);
-        assert_memory_equal(buf, "ok\n", 3);
-        client_close(c[i]);
-    }
+    barrier_clients_start(c, BARRIER_N, ts.address);
+    barrier_clients_expect_ok(c, BARRIER_N);
     ts_stop(&ts);
 }
 
@@ -644,12 +551,7 @@ static void close_without_waiting(bool daemon)
     assert_int_equal(client_send_all(c, "held\n", 5), 0);
     assert_int_equal(wait_int_at_least(&S.started, 1, 5000), 1);
 
-    sks_server_shutdown(srv);
-    pthread_join(ts.thread, NULL);
-    double t0 = now_seconds();
-    sks_server_close(srv);
-    double took = now_seconds() - t0;
-    assert_true(took < 0.2);
+    assert_true(ts_timed_close(&ts) < 0.2);
     assert_int_equal(get_int(&S.finished), 0); /* still running */
     sks_server_free(srv);
 
@@ -770,139 +672,20 @@ static void test_bookkeeping_constant_over_10000_daemon_requests(void **state)
 /* ------------------------------------------------------------------------ */
 /* A failed pthread_create                                                   */
 
-#ifndef UNDER_TSAN
-static int create_errors, create_last_error;
-
-static void counting_handle_error(sks_server *srv, sks_request *req, int err)
-{
-    (void)srv;
-    (void)req;
-    create_errors++;
-    create_last_error = err;
-}
-
-/* A uid no process runs as, so that RLIMIT_NPROC counts only ours. */
-static bool uid_in_use(uid_t uid)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    struct stat st;
-    bool used = false;
-    if (d == NULL)
-        return true;
-    while (!used && (e = readdir(d)) != NULL)
-        if (e->d_name[0] >= '0' && e->d_name[0] <= '9' &&
-            fstatat(dirfd(d), e->d_name, &st, 0) == 0 && st.st_uid == uid)
-            used = true;
-    closedir(d);
-    return used;
-}
-
-static const char *const create_checks[] = {
-    "all passed",
-    "could not become an unprivileged user",
-    "could not lower RLIMIT_NPROC",
-    "could not create the server",
-    "could not connect",
-    "handle_request failed",
-    "handle_error was not called once with -EAGAIN for the failed thread",
-    "the request's connection was not closed",
-    "could not raise RLIMIT_NPROC again",
-    "the next request was not served after the failed thread",
-    "active_requests is not 0 after close",
-};
-
 /*
- * In a forked runner, as an unprivileged user (root ignores the limit) of
- * an unused uid whose RLIMIT_NPROC is 1: pthread_create fails with EAGAIN,
- * for real.  The request goes to handle_error and is closed, nothing stays
- * counted (server_close would wait forever for a thread never started),
- * and with the limit raised the next request is served.  No cmocka here:
- * it is another process.
+ * pthread_create fails with EAGAIN, for real (an unprivileged runner whose
+ * RLIMIT_NPROC is 1): the request goes to handle_error and is closed,
+ * nothing stays counted (server_close would wait forever for a thread never
+ * started), and with the limit raised the next request is served.
  */
-static int failed_create_runner(uid_t uid)
-{
-    sks_server_ops ops = sks_threading_tcp_ops;
-    ops.handle_error = counting_handle_error;
-    sks_server *srv = NULL;
-    char address[SKS_ADDRSTRLEN], buf[16];
-    struct rlimit rl;
-
-    alarm(10); /* a hang ends the runner by SIGALRM */
-    if (setgroups(0, NULL) != 0 || setgid(uid) != 0 || setuid(uid) != 0)
-        return 1;
-    getrlimit(RLIMIT_NPROC, &rl);
-    rlim_t hard = rl.rlim_max;
-    rl.rlim_cur = 1;
-    if (setrlimit(RLIMIT_NPROC, &rl) != 0)
-        return 2;
-    if (sks_server_new(&srv, &ops, "127.0.0.1:0", &line_echo, NULL, 0) != 0)
-        return 3;
-    sks_addr_format(sks_server_address(srv), address, sizeof(address));
-    int c = client_connect(address);
-    if (c < 0 || client_send_all(c, "lost\n", 5) != 0)
-        return 4;
-    if (sks_server_handle_request(srv) != 0)
-        return 5;
-    if (create_errors != 1 || create_last_error != -EAGAIN)
-        return 6;
-    if (client_recv_all(c, buf, sizeof(buf)) > 0)
-        return 7; /* EOF, or a reset: the input was never read */
-    close(c);
-
-    rl.rlim_cur = hard;
-    if (setrlimit(RLIMIT_NPROC, &rl) != 0)
-        return 8;
-    c = client_connect(address);
-    if (c < 0 || client_send_all(c, "back\n", 5) != 0 ||
-        sks_server_handle_request(srv) != 0 ||
-        client_recv_line(c, buf, sizeof(buf)) != 5 ||
-        memcmp(buf, "back\n", 5) != 0 || create_errors != 1)
-        return 9;
-    close(c);
-    sks_server_close(srv);
-    if (sks_server_active_requests(srv) != 0)
-        return 10;
-    sks_server_free(srv);
-    return 0;
-}
-#endif
-
 static void test_failed_thread_creation_is_reported_and_server_goes_on(void **state)
 {
     (void)state;
-#ifdef UNDER_TSAN
     /* The runner is forked from a process with threads (ThreadSanitizer's
      * own), and ThreadSanitizer forbids starting threads in such a child. */
-    print_message("skipped under ThreadSanitizer: no threads may start in "
-                  "a child forked from a multi-threaded process\n");
-    skip();
-#else
-    uid_t uid = 40000 + (uid_t)(getpid() % 20000);
-    while (uid_in_use(uid))
-        uid++;
-    fflush(NULL);
-    pid_t runner = fork();
-    assert_true(runner >= 0);
-    if (runner == 0)
-        _exit(failed_create_runner(uid));
-    int status = 0;
-    assert_int_equal(waitpid(runner, &status, 0), runner);
-    if (WIFSIGNALED(status))
-        fail_msg("the runner was killed by signal %d (SIGALRM: it hung)",
-                 WTERMSIG(status));
-    assert_true(WIFEXITED(status));
-    int rc = WEXITSTATUS(status);
-    if (rc != 0)
-        fail_msg("failed-thread runner (uid %d): %s", (int)uid,
-                 rc < (int)(sizeof(create_checks) / sizeof(*create_checks))
-                     ? create_checks[rc] : "crashed");
-#endif
-}
-
-static void *nothing(void *arg)
-{
-    return arg;
+    skip_under_tsan("no threads may start in a child forked from a "
+                    "multi-threaded process");
+    assert_failed_spawn_is_reported(&sks_threading_tcp_ops, "thread");
 }
 
 int main(void)
@@ -910,9 +693,7 @@ int main(void)
     /* A first thread, so that runtime threads started lazily with it
      * (ThreadSanitizer's background thread) are in the base; the base is
      * the fewest seen over 100 ms, once the first thread has gone. */
-    pthread_t t;
-    if (pthread_create(&t, NULL, nothing, NULL) == 0)
-        pthread_join(t, NULL);
+    warm_up_threads();
     base_threads = count_threads();
     for (double end = now_seconds() + 0.1; now_seconds() < end;) {
         int n = count_threads();

@@ -18,9 +18,7 @@
 /* A probing server: counts what the hooks and the handler see.              */
 
 typedef struct probe {
-    atomic_int handled;    /* handler calls */
-    atomic_int errors;     /* handle_error calls */
-    atomic_int last_error;
+    probe_counts count;    /* first: probe_handle_error and the line echo */
     atomic_int get_calls;  /* get_request calls */
     atomic_int refused;    /* get_request results of -ECONNREFUSED */
     /* What the last handler saw (written by the serving thread before it
@@ -34,14 +32,6 @@ typedef struct probe {
 static probe *probe_of(sks_server *srv)
 {
     return sks_server_user(srv);
-}
-
-static void probe_handle_error(sks_server *srv, sks_request *req, int err)
-{
-    (void)req;
-    probe *pr = probe_of(srv);
-    atomic_store(&pr->last_error, err);
-    atomic_fetch_add(&pr->errors, 1);
 }
 
 static int probe_get_request(sks_server *srv, sks_request **out)
@@ -73,12 +63,7 @@ static int reset(void **state)
 static int cleanup(void **state)
 {
     (void)state;
-    if (ts.srv != NULL) {
-        sks_server_shutdown(ts.srv);
-        pthread_join(ts.thread, NULL);
-        sks_server_free(ts.srv);
-        ts.srv = NULL;
-    }
+    ts_stop_quietly(&ts);
     return 0;
 }
 
@@ -90,25 +75,6 @@ static int setup_ops(void **state)
     probe_udp_ops.get_request = probe_get_request;
     return 0;
 }
-
-/* CPython's MyHandler: echo one line. */
-static int line_echo_handle(sks_handler *h)
-{
-    char line[256];
-    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
-    if (n < 0)
-        return (int)n;
-    atomic_fetch_add(&probe_of(sks_handler_server(h))->handled, 1);
-    return sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0
-               ? SKS_EHANDLER
-               : 0;
-}
-
-static const sks_handler_class line_echo = {
-    .setup = sks_datagram_setup,
-    .handle = line_echo_handle,
-    .finish = sks_datagram_finish,
-};
 
 /* Records what it sees, fails on a packet starting "fail", else echoes
  * everything rfile gives. */
@@ -128,7 +94,7 @@ static int probe_handle(sks_handler *h)
     if (n < 0)
         return (int)n;
     pr->read_len = (size_t)n;
-    atomic_fetch_add(&pr->handled, 1);
+    atomic_fetch_add(&pr->count.handled, 1);
     int rc = 0;
     if (n >= 4 && memcmp(data, "fail", 4) == 0)
         rc = SKS_EHANDLER;
@@ -147,24 +113,6 @@ static const sks_handler_class probe_echo = {
 /* ------------------------------------------------------------------------ */
 /* Clients                                                                   */
 
-/* Sends n bytes as one datagram and expects the same bytes back. */
-static void dgram_echo(int fd, const void *data, size_t n)
-{
-    static char buf[70000];
-    assert_int_equal(send(fd, data, n, 0), (ssize_t)n);
-    ssize_t got = recv(fd, buf, sizeof(buf), 0);
-    assert_int_equal(got, (ssize_t)n);
-    assert_memory_equal(buf, data, n);
-}
-
-/* CPython's dgram_examine: a fresh client, sendto, receive, compare. */
-static void dgram_examine(const char *address)
-{
-    int c = client_dgram(address);
-    assert_true(c >= 0);
-    dgram_echo(c, "hello world\n", 12);
-    client_close(c);
-}
 
 /* A loopback port nobody listens on (bound, then closed). */
 static void closed_port_address(int family, sks_addr *out)
@@ -181,13 +129,9 @@ static void closed_port_address(int family, sks_addr *out)
     close(fd);
 }
 
-static sks_server *new_unbound(const sks_server_ops *ops, const char *address,
-                               const sks_handler_class *cls, probe *user)
+static sks_server *new_unbound(const char *address)
 {
-    sks_server *srv = NULL;
-    assert_int_equal(sks_server_new(&srv, ops, address, cls, user, SKS_NO_BIND),
-                     0);
-    return srv;
+    return ts_new(&probe_udp_ops, address, &probe_echo, &p, SKS_NO_BIND);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -198,18 +142,16 @@ static sks_server *new_unbound(const sks_server_ops *ops, const char *address,
 static void test_udp_server_echoes_three_times_then_closes(void **state)
 {
     (void)state;
-    ts_start(&ts, &probe_udp_ops, "127.0.0.1:0", &line_echo, &p, 0.01);
+    ts_start(&ts, &probe_udp_ops, "127.0.0.1:0", &probe_line_echo_dgram, &p,
+             0.01);
+    /* CPython's dgram_examine: a fresh client, sendto, receive, compare. */
     for (int i = 0; i < 3; i++)
-        dgram_examine(ts.address);
-    sks_server_shutdown(ts.srv);
-    pthread_join(ts.thread, NULL);
-    assert_int_equal(ts.serve_rc, 0);
-    sks_server_close(ts.srv);
-    assert_int_equal(sks_server_fileno(ts.srv), -1);
+        assert_echo_once(ts.address, SOCK_DGRAM, "hello world\n");
+    ts_shutdown_close(&ts);
     sks_server_free(ts.srv);
     ts.srv = NULL;
-    assert_int_equal(atomic_load(&p.handled), 3);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.handled), 3);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -225,10 +167,10 @@ static void test_udp_ipv6_round_trip(void **state)
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
     for (int i = 0; i < 3; i++)
-        dgram_echo(c, "over IPv6", 9);
+        assert_dgram_echo(c, "over IPv6", 9);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 /* server_activate does not listen; get_request yields the packet and the
@@ -247,7 +189,7 @@ static void test_udp_request_is_packet_plus_server_socket(void **state)
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
     for (int i = 0; i < 3; i++) {
-        dgram_echo(c, "one\ntwo\nthree", 13);
+        assert_dgram_echo(c, "one\ntwo\nthree", 13);
         assert_true(p.fd_is_server);
         assert_int_equal(p.packet_len, 13);
         assert_int_equal(p.read_len, 13);
@@ -255,7 +197,7 @@ static void test_udp_request_is_packet_plus_server_socket(void **state)
     }
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.handled), 3);
+    assert_int_equal(atomic_load(&p.count.handled), 3);
 }
 
 /* Python's default max_packet_size is 8192: a longer datagram is cut. */
@@ -263,15 +205,13 @@ static void test_udp_default_max_packet_size_is_8192(void **state)
 {
     (void)state;
     static char big[9000];
-    static char buf[9000];
     memset(big, 'x', sizeof(big));
     ts_start(&ts, &probe_udp_ops, "127.0.0.1:0", &probe_echo, &p, 0.01);
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
-    dgram_echo(c, big, 8192);
+    assert_dgram_echo(c, big, 8192);
     assert_false(p.truncated);
-    assert_int_equal(send(c, big, sizeof(big), 0), (ssize_t)sizeof(big));
-    assert_int_equal(recv(c, buf, sizeof(buf), 0), 8192);
+    assert_dgram_reply(c, big, sizeof(big), 8192);
     assert_true(p.truncated);
     assert_int_equal(p.packet_len, 8192);
     client_close(c);
@@ -281,47 +221,42 @@ static void test_udp_default_max_packet_size_is_8192(void **state)
 static void test_udp_max_packet_size_truncation_detected(void **state)
 {
     (void)state;
-    char data[100], buf[200];
+    char data[100];
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (char)i;
-    sks_server *srv = new_unbound(&probe_udp_ops, "127.0.0.1:0",
-                                  &probe_echo, &p);
+    sks_server *srv = new_unbound("127.0.0.1:0");
     assert_int_equal(sks_server_set_max_packet_size(srv, 16), 0);
     assert_int_equal(sks_server_bind_and_activate(srv), 0);
     ts_serve(&ts, srv, 0.01);
 
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
-    assert_int_equal(send(c, data, sizeof(data), 0), (ssize_t)sizeof(data));
-    assert_int_equal(recv(c, buf, sizeof(buf), 0), 16);
-    assert_memory_equal(buf, data, 16);
+    assert_dgram_reply(c, data, sizeof(data), 16);
     assert_true(p.truncated);
     assert_int_equal(p.packet_len, 16);
     assert_int_equal(p.read_len, 16);
     /* Exactly max_packet_size bytes is not truncated. */
-    dgram_echo(c, data, 16);
+    assert_dgram_echo(c, data, 16);
     assert_false(p.truncated);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 static void test_udp_zero_length_datagram_gets_zero_length_reply(void **state)
 {
     (void)state;
-    char buf[16];
     ts_start(&ts, &probe_udp_ops, "127.0.0.1:0", &probe_echo, &p, 0.01);
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
-    assert_int_equal(send(c, "", 0, 0), 0);
-    /* 0 is an empty datagram; a timeout would be -1. */
-    assert_int_equal(recv(c, buf, sizeof(buf), 0), 0);
-    assert_int_equal(atomic_load(&p.handled), 1);
+    /* A reply of 0 bytes is an empty datagram; a timeout would be -1. */
+    assert_dgram_echo(c, "", 0);
+    assert_int_equal(atomic_load(&p.count.handled), 1);
     assert_int_equal(p.packet_len, 0);
-    dgram_echo(c, "after", 5);
+    assert_dgram_echo(c, "after", 5);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 /* handle fails: handle_error once, the (empty) collected reply still goes
@@ -330,18 +265,16 @@ static void test_udp_handler_failure_reported_once_and_serving_goes_on(
     void **state)
 {
     (void)state;
-    char buf[16];
     ts_start(&ts, &probe_udp_ops, "127.0.0.1:0", &probe_echo, &p, 0.01);
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
-    assert_int_equal(send(c, "fail now", 8, 0), 8);
-    assert_int_equal(recv(c, buf, sizeof(buf), 0), 0);
-    dgram_echo(c, "still here", 10);
-    assert_int_equal(atomic_load(&p.errors), 1);
-    assert_int_equal(atomic_load(&p.last_error), SKS_EHANDLER);
+    assert_dgram_reply(c, "fail now", 8, 0);
+    assert_dgram_echo(c, "still here", 10);
+    assert_int_equal(atomic_load(&p.count.errors), 1);
+    assert_int_equal(atomic_load(&p.count.last_error), SKS_EHANDLER);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.handled), 2);
+    assert_int_equal(atomic_load(&p.count.handled), 2);
 }
 
 /* A client that sent and closed before its reply: the reply goes to a
@@ -349,8 +282,7 @@ static void test_udp_handler_failure_reported_once_and_serving_goes_on(
 static void test_udp_reply_to_closed_client_does_not_stop_server(void **state)
 {
     (void)state;
-    sks_server *srv = new_unbound(&probe_udp_ops, "127.0.0.1:0",
-                                  &probe_echo, &p);
+    sks_server *srv = new_unbound("127.0.0.1:0");
     assert_int_equal(sks_server_bind_and_activate(srv), 0);
     char addr[SKS_ADDRSTRLEN];
     assert_true(sks_addr_format(sks_server_address(srv), addr,
@@ -365,10 +297,10 @@ static void test_udp_reply_to_closed_client_does_not_stop_server(void **state)
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
     for (int i = 0; i < 3; i++)
-        dgram_echo(c, "next", 4);
+        assert_dgram_echo(c, "next", 4);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.handled), 6);
+    assert_int_equal(atomic_load(&p.count.handled), 6);
 }
 
 /*
@@ -382,7 +314,7 @@ static void test_udp_reply_to_closed_client_does_not_stop_server(void **state)
 static void icmp_error_case(int family)
 {
     const char *address = family == AF_INET6 ? "[::1]:0" : "127.0.0.1:0";
-    sks_server *srv = new_unbound(&probe_udp_ops, address, &probe_echo, &p);
+    sks_server *srv = new_unbound(address);
     assert_int_equal(sks_server_bind_and_activate(srv), 0);
     int fd = sks_server_fileno(srv), on = 1;
     if (family == AF_INET6)
@@ -402,18 +334,18 @@ static void icmp_error_case(int family)
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
     for (int i = 0; i < 3; i++)
-        dgram_echo(c, "served", 6);
+        assert_dgram_echo(c, "served", 6);
     assert_int_equal(atomic_load(&p.refused), 1);
     /* Idle now: a loop turn per poll_interval (10 ms) at most, not a spin
      * on a socket that stays in error. */
     int calls = atomic_load(&p.get_calls);
     sleep_ms(200);
     assert_true(atomic_load(&p.get_calls) - calls < 20);
-    dgram_echo(c, "again", 5);
+    assert_dgram_echo(c, "again", 5);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.handled), 4);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.handled), 4);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 static void test_udp_icmp_port_unreachable_does_not_stop_server(void **state)
@@ -433,18 +365,11 @@ static void test_udp_no_fd_leak_over_1000_requests(void **state)
     (void)state;
     int before = count_open_fds();
     ts_start(&ts, &probe_udp_ops, "127.0.0.1:0", &probe_echo, &p, 0.01);
-    int c = client_dgram(ts.address);
-    assert_true(c >= 0);
-    dgram_echo(c, "warm-up", 7);
-    int serving = count_open_fds();
-    for (int i = 0; i < 1000; i++)
-        dgram_echo(c, "ping", 4);
-    assert_int_equal(count_open_fds(), serving);
-    client_close(c);
+    assert_dgram_echoes_keep_fds(ts.address, 1000);
     ts_stop(&ts);
     assert_int_equal(count_open_fds(), before);
-    assert_int_equal(atomic_load(&p.handled), 1001);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.handled), 1001);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 #define T(name) cmocka_unit_test_setup_teardown(name, reset, cleanup)

@@ -21,9 +21,7 @@
 /* A probing server                                                          */
 
 typedef struct probe {
-    atomic_int handled;
-    atomic_int errors;
-    atomic_int last_error;
+    probe_counts count;    /* first: probe_handle_error and the line echo */
     /* What the last handler saw; the reply (or a later request of the
      * same synchronous server) orders the write before the test's read. */
     char client[SKS_ADDRSTRLEN];
@@ -34,14 +32,6 @@ typedef struct probe {
 static probe *probe_of(sks_server *srv)
 {
     return sks_server_user(srv);
-}
-
-static void probe_handle_error(sks_server *srv, sks_request *req, int err)
-{
-    (void)req;
-    probe *pr = probe_of(srv);
-    atomic_store(&pr->last_error, err);
-    atomic_fetch_add(&pr->errors, 1);
 }
 
 static sks_server_ops stream_ops, dgram_ops;
@@ -71,16 +61,6 @@ static int reset(void **state)
     return 0;
 }
 
-static void stop_quietly(test_server *t)
-{
-    if (t->srv != NULL) {
-        sks_server_shutdown(t->srv);
-        pthread_join(t->thread, NULL);
-        sks_server_free(t->srv);
-        t->srv = NULL;
-    }
-}
-
 static int cleanup(void **state)
 {
     (void)state;
@@ -88,8 +68,8 @@ static int cleanup(void **state)
     if (mute >= 0)
         client_close(mute);
     mute = -1;
-    stop_quietly(&ts);
-    stop_quietly(&ts2);
+    ts_stop_quietly(&ts);
+    ts_stop_quietly(&ts2);
     return 0;
 }
 
@@ -109,7 +89,7 @@ static int probe_handle(sks_handler *h)
     sks_request_packet(req, &len);
     pr->packet_len = len;
     pr->truncated = sks_request_truncated(req);
-    atomic_fetch_add(&pr->handled, 1);
+    atomic_fetch_add(&pr->count.handled, 1);
     while ((n = sks_rfile_readline_view(in, &line, (size_t)-1)) > 0) {
         if (n >= 4 && memcmp(line, "fail", 4) == 0)
             return SKS_EHANDLER;
@@ -128,31 +108,6 @@ static const sks_handler_class stream_echo = {
 static const sks_handler_class dgram_echo_cls = {
     .setup = sks_datagram_setup,
     .handle = probe_handle,
-    .finish = sks_datagram_finish,
-};
-
-/* CPython's MyHandler: one line back. */
-static int line_echo_handle(sks_handler *h)
-{
-    char line[256];
-    ssize_t n = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
-    if (n < 0)
-        return (int)n;
-    atomic_fetch_add(&probe_of(sks_handler_server(h))->handled, 1);
-    return sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0
-               ? SKS_EHANDLER
-               : 0;
-}
-
-static const sks_handler_class stream_line_echo = {
-    .setup = sks_stream_setup,
-    .handle = line_echo_handle,
-    .finish = sks_stream_finish,
-};
-
-static const sks_handler_class dgram_line_echo = {
-    .setup = sks_datagram_setup,
-    .handle = line_echo_handle,
     .finish = sks_datagram_finish,
 };
 
@@ -180,16 +135,6 @@ static void abstract_address(char *buf, size_t cap)
 {
     static int n;
     snprintf(buf, cap, "unix:@sks-test-%ld-%d", (long)getpid(), n++);
-}
-
-/* Sends n bytes as one datagram and expects the same back. */
-static void dgram_echo(int fd, const void *data, size_t n)
-{
-    static char buf[70000];
-    assert_int_equal(send(fd, data, n, 0), (ssize_t)n);
-    ssize_t got = recv(fd, buf, sizeof(buf), 0);
-    assert_int_equal(got, (ssize_t)n);
-    assert_memory_equal(buf, data, n);
 }
 
 /* An unbound (unnamed) Unix datagram socket connected to address. */
@@ -232,20 +177,27 @@ static int new_server(sks_server **out, const sks_server_ops *ops,
     return err;
 }
 
+static const sks_server_ops *both_ops[2] = { &stream_ops, &dgram_ops };
+
+static const sks_handler_class *cls_for(const sks_server_ops *ops)
+{
+    return ops->socket_type == SOCK_STREAM ? &stream_echo : &dgram_echo_cls;
+}
+
+/* A server of ops on a fresh path (removed on close), serving in ts. */
+static void serve_temp(const sks_server_ops *ops, char *address, size_t cap)
+{
+    sks_server *srv;
+    unix_temp_address(address, cap);
+    assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
+                                true), 0);
+    ts_serve(&ts, srv, 0.01);
+}
+
 /* One echo through a server of either type. */
 static void echo_once(const sks_server_ops *ops, const char *address)
 {
-    if (ops->socket_type == SOCK_STREAM) {
-        int c = client_connect(address);
-        assert_true(c >= 0);
-        assert_echo(c, "hello world\n");
-        client_close(c);
-    } else {
-        int c = client_dgram(address);
-        assert_true(c >= 0);
-        dgram_echo(c, "hello world\n", 12);
-        client_close(c);
-    }
+    assert_echo_once(address, ops->socket_type, "hello world\n");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -260,15 +212,11 @@ static void run_cpython_scenario(const sks_server_ops *ops,
     assert_string_equal(ts.address, address);
     for (int i = 0; i < 3; i++)
         echo_once(ops, ts.address);
-    sks_server_shutdown(ts.srv);
-    pthread_join(ts.thread, NULL);
-    assert_int_equal(ts.serve_rc, 0);
-    sks_server_close(ts.srv);
-    assert_int_equal(sks_server_fileno(ts.srv), -1);
+    ts_shutdown_close(&ts);
     sks_server_free(ts.srv);
     ts.srv = NULL;
-    assert_int_equal(atomic_load(&p.handled), 3);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.handled), 3);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
     /* As Python, server_close leaves the socket file by default. */
     struct stat st;
     assert_true(is_socket_file(path_of(address), &st));
@@ -280,7 +228,7 @@ static void test_unix_stream_server_echoes_three_times_then_closes(
     void **state)
 {
     (void)state;
-    run_cpython_scenario(&stream_ops, &stream_line_echo);
+    run_cpython_scenario(&stream_ops, &probe_line_echo_stream);
 }
 
 /* test_UnixDatagramServer, with a bound client */
@@ -288,7 +236,7 @@ static void test_unix_dgram_server_echoes_three_times_then_closes(
     void **state)
 {
     (void)state;
-    run_cpython_scenario(&dgram_ops, &dgram_line_echo);
+    run_cpython_scenario(&dgram_ops, &probe_line_echo_dgram);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -307,7 +255,7 @@ static void test_unix_stream_abstract_name_round_trip(void **state)
     assert_echo(c, "abstract two\n");
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 static void test_unix_dgram_abstract_name_round_trip(void **state)
@@ -326,11 +274,11 @@ static void test_unix_dgram_abstract_name_round_trip(void **state)
     assert_true(c >= 0);
     assert_int_equal(bind(c, &ma.u.sa, ma.len), 0);
     assert_int_equal(connect(c, &sa.u.sa, sa.len), 0);
-    dgram_echo(c, "abstract\n", 9);
+    assert_dgram_echo(c, "abstract\n", 9);
     assert_string_equal(p.client, me);
     close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 /* The client address of a Unix peer: its bound path, or "unix:" when it
@@ -361,7 +309,7 @@ static void test_unix_stream_client_address_bound_or_unnamed(void **state)
     client_close(c);
     ts_stop(&ts);
     unlink(path_of(address));
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 /* A datagram from an unnamed peer cannot be answered: the handler still
@@ -381,12 +329,12 @@ static void test_unix_dgram_unnamed_peer_reported_through_handle_error(
      * its echo, the unnamed peer's request has ended. */
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
-    dgram_echo(c, "named\n", 6);
-    assert_int_equal(atomic_load(&p.handled), 2);
-    assert_int_equal(atomic_load(&p.errors), 1);
-    assert_int_equal(atomic_load(&p.last_error), -EDESTADDRREQ);
-    dgram_echo(c, "again\n", 6);
-    assert_int_equal(atomic_load(&p.errors), 1);
+    assert_dgram_echo(c, "named\n", 6);
+    assert_int_equal(atomic_load(&p.count.handled), 2);
+    assert_int_equal(atomic_load(&p.count.errors), 1);
+    assert_int_equal(atomic_load(&p.count.last_error), -EDESTADDRREQ);
+    assert_dgram_echo(c, "again\n", 6);
+    assert_int_equal(atomic_load(&p.count.errors), 1);
     client_close(c);
     close(anon);
     ts_stop(&ts);
@@ -423,9 +371,9 @@ static void test_unix_dgram_peer_gone_reported_and_serving_goes_on(
     ts_serve(&ts, srv, 0.01);
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
-    dgram_echo(c, "still\n", 6);
-    assert_int_equal(atomic_load(&p.handled), 3);
-    assert_int_equal(atomic_load(&p.errors), 2);
+    assert_dgram_echo(c, "still\n", 6);
+    assert_int_equal(atomic_load(&p.count.handled), 3);
+    assert_int_equal(atomic_load(&p.count.errors), 2);
     client_close(c);
     ts_stop(&ts);
     unlink(path_of(me));
@@ -466,11 +414,11 @@ static void test_unix_dgram_peer_not_reading_does_not_block_server(
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
     double t0 = now_seconds();
-    dgram_echo(c, "served\n", 7);
+    assert_dgram_echo(c, "served\n", 7);
     assert_true(now_seconds() - t0 < 2.0);
-    assert_int_equal(atomic_load(&p.handled), 201);
-    assert_true(atomic_load(&p.errors) > 0);
-    assert_int_equal(atomic_load(&p.last_error), -EAGAIN);
+    assert_int_equal(atomic_load(&p.count.handled), 201);
+    assert_true(atomic_load(&p.count.errors) > 0);
+    assert_int_equal(atomic_load(&p.count.last_error), -EAGAIN);
     client_close(c);
     client_close(mute);
     mute = -1;
@@ -485,7 +433,7 @@ static void test_unix_dgram_peer_not_reading_does_not_block_server(
 static void test_unix_dgram_truncation_detected(void **state)
 {
     (void)state;
-    char address[SKS_ADDRSTRLEN], data[100], buf[200];
+    char address[SKS_ADDRSTRLEN], data[100];
     sks_server *srv;
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (char)('a' + i % 26);
@@ -498,36 +446,29 @@ static void test_unix_dgram_truncation_detected(void **state)
     ts_serve(&ts, srv, 0.01);
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
-    assert_int_equal(send(c, data, sizeof(data), 0), (ssize_t)sizeof(data));
-    assert_int_equal(recv(c, buf, sizeof(buf), 0), 16);
-    assert_memory_equal(buf, data, 16);
+    assert_dgram_reply(c, data, sizeof(data), 16);
     assert_true(p.truncated);
     assert_int_equal(p.packet_len, 16);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 static void test_unix_dgram_zero_length_datagram_gets_zero_length_reply(
     void **state)
 {
     (void)state;
-    char address[SKS_ADDRSTRLEN], buf[16];
-    sks_server *srv;
-    unix_temp_address(address, sizeof(address));
-    assert_int_equal(new_server(&srv, &dgram_ops, address, &dgram_echo_cls,
-                                false, true), 0);
-    ts_serve(&ts, srv, 0.01);
+    char address[SKS_ADDRSTRLEN];
+    serve_temp(&dgram_ops, address, sizeof(address));
     int c = client_dgram(ts.address);
     assert_true(c >= 0);
-    assert_int_equal(send(c, "", 0, 0), 0);
-    assert_int_equal(recv(c, buf, sizeof(buf), 0), 0);
+    assert_dgram_echo(c, "", 0);
     assert_int_equal(p.packet_len, 0);
-    dgram_echo(c, "after\n", 6);
+    assert_dgram_echo(c, "after\n", 6);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.handled), 2);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.handled), 2);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
 }
 
 /* handle fails: handle_error once with the handler's error, and serving
@@ -536,121 +477,121 @@ static void test_unix_handler_failure_reported_once_and_serving_goes_on(
     void **state)
 {
     (void)state;
-    char address[SKS_ADDRSTRLEN], buf[64];
-    sks_server *srv;
+    char address[SKS_ADDRSTRLEN];
 
-    unix_temp_address(address, sizeof(address));
-    assert_int_equal(new_server(&srv, &stream_ops, address, &stream_echo,
-                                false, true), 0);
-    ts_serve(&ts, srv, 0.01);
+    serve_temp(&stream_ops, address, sizeof(address));
     int c = client_connect(ts.address);
     assert_true(c >= 0);
     assert_int_equal(client_send_all(c, "fail\n", 5), 0);
-    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0); /* EOF */
+    assert_eof(c);
     client_close(c);
     echo_once(&stream_ops, ts.address);
-    assert_int_equal(atomic_load(&p.errors), 1);
-    assert_int_equal(atomic_load(&p.last_error), SKS_EHANDLER);
+    assert_int_equal(atomic_load(&p.count.errors), 1);
+    assert_int_equal(atomic_load(&p.count.last_error), SKS_EHANDLER);
     ts_stop(&ts);
 
     memset(&p, 0, sizeof(p));
-    unix_temp_address(address, sizeof(address));
-    assert_int_equal(new_server(&srv, &dgram_ops, address, &dgram_echo_cls,
-                                false, true), 0);
-    ts_serve(&ts, srv, 0.01);
+    serve_temp(&dgram_ops, address, sizeof(address));
     c = client_dgram(ts.address);
     assert_true(c >= 0);
     /* Python's finish sends what was collected even after a failure. */
-    assert_int_equal(send(c, "fail\n", 5, 0), 5);
-    assert_int_equal(recv(c, buf, sizeof(buf), 0), 0);
-    dgram_echo(c, "fine\n", 5);
-    assert_int_equal(atomic_load(&p.errors), 1);
-    assert_int_equal(atomic_load(&p.last_error), SKS_EHANDLER);
+    assert_dgram_reply(c, "fail\n", 5, 0);
+    assert_dgram_echo(c, "fine\n", 5);
+    assert_int_equal(atomic_load(&p.count.errors), 1);
+    assert_int_equal(atomic_load(&p.count.last_error), SKS_EHANDLER);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(atomic_load(&p.handled), 2);
+    assert_int_equal(atomic_load(&p.count.handled), 2);
 }
 
 /* ------------------------------------------------------------------------ */
 /* The socket-file policy                                                    */
 
-static const sks_server_ops *both_ops[2] = { &stream_ops, &dgram_ops };
-
-static const sks_handler_class *cls_for(const sks_server_ops *ops)
+/* Runs check(ops, address) for the stream and then the datagram server,
+ * each time with a fresh path that nothing holds yet. */
+static void for_both_types(void (*check)(const sks_server_ops *ops,
+                                         char *address))
 {
-    return ops->socket_type == SOCK_STREAM ? &stream_echo : &dgram_echo_cls;
+    for (int i = 0; i < 2; i++) {
+        char address[SKS_ADDRSTRLEN];
+        unix_temp_address(address, sizeof(address));
+        check(both_ops[i], address);
+    }
 }
 
 /* As Python: a socket file left behind makes bind fail, and stays. */
+static void stale_socket_file_fails_with_eaddrinuse_by_default(
+    const sks_server_ops *ops, char *address)
+{
+    struct stat before, after;
+    sks_server *srv = NULL;
+    make_stale_socket(address, ops->socket_type);
+    assert_true(is_socket_file(path_of(address), &before));
+    int fds = count_open_fds();
+    assert_int_equal(sks_server_new(&srv, ops, address, cls_for(ops), &p,
+                                    0),
+                     -EADDRINUSE);
+    assert_null(srv);
+    assert_int_equal(count_open_fds(), fds);
+    assert_true(is_socket_file(path_of(address), &after));
+    assert_true(before.st_ino == after.st_ino);
+    unlink(path_of(address));
+}
+
 static void test_unix_stale_socket_file_fails_with_eaddrinuse_by_default(
     void **state)
 {
     (void)state;
-    for (int i = 0; i < 2; i++) {
-        const sks_server_ops *ops = both_ops[i];
-        char address[SKS_ADDRSTRLEN];
-        struct stat before, after;
-        sks_server *srv = NULL;
-        unix_temp_address(address, sizeof(address));
-        make_stale_socket(address, ops->socket_type);
-        assert_true(is_socket_file(path_of(address), &before));
-        int fds = count_open_fds();
-        assert_int_equal(sks_server_new(&srv, ops, address, cls_for(ops), &p,
-                                        0),
-                         -EADDRINUSE);
-        assert_null(srv);
-        assert_int_equal(count_open_fds(), fds);
-        assert_true(is_socket_file(path_of(address), &after));
-        assert_true(before.st_ino == after.st_ino);
-        unlink(path_of(address));
-    }
+    for_both_types(stale_socket_file_fails_with_eaddrinuse_by_default);
+}
+
+static void unlink_stale_replaces_stale_socket_file(
+    const sks_server_ops *ops, char *address)
+{
+    struct stat st;
+    sks_server *srv;
+    make_stale_socket(address, ops->socket_type);
+    assert_true(is_socket_file(path_of(address), &st));
+    assert_int_equal(new_server(&srv, ops, address, cls_for(ops), true,
+                                false), 0);
+    assert_true(is_socket_file(path_of(address), &st));
+    ts_serve(&ts, srv, 0.01);
+    echo_once(ops, ts.address);
+    ts_stop(&ts);
+    unlink(path_of(address));
 }
 
 static void test_unix_unlink_stale_replaces_stale_socket_file(void **state)
 {
     (void)state;
-    for (int i = 0; i < 2; i++) {
-        const sks_server_ops *ops = both_ops[i];
-        char address[SKS_ADDRSTRLEN];
-        struct stat st;
-        sks_server *srv;
-        unix_temp_address(address, sizeof(address));
-        make_stale_socket(address, ops->socket_type);
-        assert_true(is_socket_file(path_of(address), &st));
-        assert_int_equal(new_server(&srv, ops, address, cls_for(ops), true,
-                                    false), 0);
-        assert_true(is_socket_file(path_of(address), &st));
-        ts_serve(&ts, srv, 0.01);
-        echo_once(ops, ts.address);
-        ts_stop(&ts);
-        unlink(path_of(address));
-    }
+    for_both_types(unlink_stale_replaces_stale_socket_file);
 }
 
 /* A live server's socket file is never removed, even with unlink_stale. */
+static void unlink_stale_never_removes_live_socket(
+    const sks_server_ops *ops, char *address)
+{
+    struct stat live, after;
+    sks_server *srv, *second = NULL;
+    assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
+                                true), 0);
+    ts_serve(&ts, srv, 0.01);
+    assert_true(is_socket_file(path_of(address), &live));
+    assert_int_equal(new_server(&second, ops, address, cls_for(ops),
+                                true, true),
+                     -EADDRINUSE);
+    assert_null(second);
+    assert_true(is_socket_file(path_of(address), &after));
+    assert_true(live.st_ino == after.st_ino);
+    echo_once(ops, ts.address);
+    ts_stop(&ts);
+    assert_false(exists(path_of(address)));
+}
+
 static void test_unix_unlink_stale_never_removes_live_socket(void **state)
 {
     (void)state;
-    for (int i = 0; i < 2; i++) {
-        const sks_server_ops *ops = both_ops[i];
-        char address[SKS_ADDRSTRLEN];
-        struct stat live, after;
-        sks_server *srv, *second = NULL;
-        unix_temp_address(address, sizeof(address));
-        assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
-                                    true), 0);
-        ts_serve(&ts, srv, 0.01);
-        assert_true(is_socket_file(path_of(address), &live));
-        assert_int_equal(new_server(&second, ops, address, cls_for(ops),
-                                    true, true),
-                         -EADDRINUSE);
-        assert_null(second);
-        assert_true(is_socket_file(path_of(address), &after));
-        assert_true(live.st_ino == after.st_ino);
-        echo_once(ops, ts.address);
-        ts_stop(&ts);
-        assert_false(exists(path_of(address)));
-    }
+    for_both_types(unlink_stale_never_removes_live_socket);
 }
 
 /* A live stream server that is not accepting and whose backlog is full:
@@ -720,106 +661,110 @@ static void test_unix_unlink_stale_does_not_block_on_busy_live_server(
 }
 
 /* Not a socket: never removed, whatever the options. */
+static void unlink_stale_never_removes_non_socket(
+    const sks_server_ops *ops, char *address)
+{
+    char stale[SKS_ADDRSTRLEN], buf[8];
+    sks_server *srv = NULL;
+    struct stat st;
+
+    /* A regular file. */
+    int f = open(path_of(address), O_CREAT | O_EXCL | O_WRONLY, 0600);
+    assert_true(f >= 0);
+    assert_int_equal(write(f, "data", 4), 4);
+    close(f);
+    assert_int_equal(new_server(&srv, ops, address, cls_for(ops), true,
+                                true),
+                     -EADDRINUSE);
+    f = open(path_of(address), O_RDONLY);
+    assert_true(f >= 0);
+    assert_int_equal(read(f, buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "data", 4);
+    close(f);
+    unlink(path_of(address));
+
+    /* A symbolic link to a stale socket: neither is touched. */
+    unix_temp_address(stale, sizeof(stale));
+    make_stale_socket(stale, ops->socket_type);
+    unix_temp_address(address, SKS_ADDRSTRLEN);
+    assert_int_equal(symlink(path_of(stale), path_of(address)), 0);
+    assert_int_equal(new_server(&srv, ops, address, cls_for(ops), true,
+                                true),
+                     -EADDRINUSE);
+    assert_int_equal(lstat(path_of(address), &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    assert_true(is_socket_file(path_of(stale), &st));
+    unlink(path_of(address));
+    unlink(path_of(stale));
+}
+
 static void test_unix_unlink_stale_never_removes_non_socket(void **state)
 {
     (void)state;
-    for (int i = 0; i < 2; i++) {
-        const sks_server_ops *ops = both_ops[i];
-        char address[SKS_ADDRSTRLEN], stale[SKS_ADDRSTRLEN], buf[8];
-        sks_server *srv = NULL;
-        struct stat st;
+    for_both_types(unlink_stale_never_removes_non_socket);
+}
 
-        /* A regular file. */
-        unix_temp_address(address, sizeof(address));
-        int f = open(path_of(address), O_CREAT | O_EXCL | O_WRONLY, 0600);
-        assert_true(f >= 0);
-        assert_int_equal(write(f, "data", 4), 4);
-        close(f);
-        assert_int_equal(new_server(&srv, ops, address, cls_for(ops), true,
-                                    true),
-                         -EADDRINUSE);
-        f = open(path_of(address), O_RDONLY);
-        assert_true(f >= 0);
-        assert_int_equal(read(f, buf, sizeof(buf)), 4);
-        assert_memory_equal(buf, "data", 4);
-        close(f);
-        unlink(path_of(address));
+static void unlink_on_close_removes_own_file(
+    const sks_server_ops *ops, char *address)
+{
+    struct stat st;
+    sks_server *srv;
+    assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
+                                true), 0);
+    assert_true(is_socket_file(path_of(address), &st));
+    sks_server_close(srv);
+    assert_false(exists(path_of(address)));
+    sks_server_free(srv);
 
-        /* A symbolic link to a stale socket: neither is touched. */
-        unix_temp_address(stale, sizeof(stale));
-        make_stale_socket(stale, ops->socket_type);
-        unix_temp_address(address, sizeof(address));
-        assert_int_equal(symlink(path_of(stale), path_of(address)), 0);
-        assert_int_equal(new_server(&srv, ops, address, cls_for(ops), true,
-                                    true),
-                         -EADDRINUSE);
-        assert_int_equal(lstat(path_of(address), &st), 0);
-        assert_true(S_ISLNK(st.st_mode));
-        assert_true(is_socket_file(path_of(stale), &st));
-        unlink(path_of(address));
-        unlink(path_of(stale));
-    }
+    /* Off (the default): the file stays, as Python leaves it. */
+    assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
+                                false), 0);
+    sks_server_free(srv);
+    assert_true(is_socket_file(path_of(address), &st));
+    unlink(path_of(address));
 }
 
 static void test_unix_unlink_on_close_removes_own_file(void **state)
 {
     (void)state;
-    for (int i = 0; i < 2; i++) {
-        const sks_server_ops *ops = both_ops[i];
-        char address[SKS_ADDRSTRLEN];
-        struct stat st;
-        sks_server *srv;
-        unix_temp_address(address, sizeof(address));
-        assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
-                                    true), 0);
-        assert_true(is_socket_file(path_of(address), &st));
-        sks_server_close(srv);
-        assert_false(exists(path_of(address)));
-        sks_server_free(srv);
-
-        /* Off (the default): the file stays, as Python leaves it. */
-        assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
-                                    false), 0);
-        sks_server_free(srv);
-        assert_true(is_socket_file(path_of(address), &st));
-        unlink(path_of(address));
-    }
+    for_both_types(unlink_on_close_removes_own_file);
 }
 
 /* The path now names another file (another server's socket, a regular
  * file): close leaves it. */
+static void unlink_on_close_leaves_file_it_did_not_create(
+    const sks_server_ops *ops, char *address)
+{
+    struct stat other, after;
+    sks_server *srv;
+
+    assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
+                                true), 0);
+    unlink(path_of(address));
+    make_stale_socket(address, ops->socket_type);
+    assert_true(is_socket_file(path_of(address), &other));
+    sks_server_free(srv);
+    assert_true(is_socket_file(path_of(address), &after));
+    assert_true(other.st_ino == after.st_ino);
+    unlink(path_of(address));
+
+    assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
+                                true), 0);
+    unlink(path_of(address));
+    int f = open(path_of(address), O_CREAT | O_EXCL | O_WRONLY, 0600);
+    assert_true(f >= 0);
+    close(f);
+    sks_server_free(srv);
+    assert_true(lstat(path_of(address), &after) == 0 &&
+                S_ISREG(after.st_mode));
+    unlink(path_of(address));
+}
+
 static void test_unix_unlink_on_close_leaves_file_it_did_not_create(
     void **state)
 {
     (void)state;
-    for (int i = 0; i < 2; i++) {
-        const sks_server_ops *ops = both_ops[i];
-        char address[SKS_ADDRSTRLEN];
-        struct stat other, after;
-        sks_server *srv;
-
-        unix_temp_address(address, sizeof(address));
-        assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
-                                    true), 0);
-        unlink(path_of(address));
-        make_stale_socket(address, ops->socket_type);
-        assert_true(is_socket_file(path_of(address), &other));
-        sks_server_free(srv);
-        assert_true(is_socket_file(path_of(address), &after));
-        assert_true(other.st_ino == after.st_ino);
-        unlink(path_of(address));
-
-        assert_int_equal(new_server(&srv, ops, address, cls_for(ops), false,
-                                    true), 0);
-        unlink(path_of(address));
-        int f = open(path_of(address), O_CREAT | O_EXCL | O_WRONLY, 0600);
-        assert_true(f >= 0);
-        close(f);
-        sks_server_free(srv);
-        assert_true(lstat(path_of(address), &after) == 0 &&
-                    S_ISREG(after.st_mode));
-        unlink(path_of(address));
-    }
+    for_both_types(unlink_on_close_leaves_file_it_did_not_create);
 }
 
 /* Abstract names have no file: the options change nothing, and a second
@@ -875,14 +820,10 @@ static void test_unix_stream_no_fd_leak_over_1000_requests(void **state)
 {
     (void)state;
     char address[SKS_ADDRSTRLEN];
-    sks_server *srv;
     int before = count_open_fds();
-    unix_temp_address(address, sizeof(address));
-    assert_int_equal(new_server(&srv, &stream_ops, address, &stream_echo,
-                                false, true), 0);
-    ts_serve(&ts, srv, 0.01);
+    serve_temp(&stream_ops, address, sizeof(address));
     echo_once(&stream_ops, ts.address);
-    wait_ended(srv, 1);
+    wait_ended(ts.srv, 1);
     int serving = count_open_fds();
     for (int i = 0; i < 1000; i++) {
         int c = client_connect(ts.address);
@@ -890,12 +831,12 @@ static void test_unix_stream_no_fd_leak_over_1000_requests(void **state)
         assert_echo(c, "ping\n");
         client_close(c);
     }
-    wait_ended(srv, 1001);
+    wait_ended(ts.srv, 1001);
     assert_int_equal(count_open_fds(), serving);
     ts_stop(&ts);
     assert_int_equal(count_open_fds(), before);
-    assert_int_equal(atomic_load(&p.handled), 1001);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.handled), 1001);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
     assert_false(exists(path_of(address)));
 }
 
@@ -903,24 +844,13 @@ static void test_unix_dgram_no_fd_leak_over_1000_requests(void **state)
 {
     (void)state;
     char address[SKS_ADDRSTRLEN];
-    sks_server *srv;
     int before = count_open_fds();
-    unix_temp_address(address, sizeof(address));
-    assert_int_equal(new_server(&srv, &dgram_ops, address, &dgram_echo_cls,
-                                false, true), 0);
-    ts_serve(&ts, srv, 0.01);
-    int c = client_dgram(ts.address);
-    assert_true(c >= 0);
-    dgram_echo(c, "warm-up\n", 8);
-    int serving = count_open_fds();
-    for (int i = 0; i < 1000; i++)
-        dgram_echo(c, "ping\n", 5);
-    assert_int_equal(count_open_fds(), serving);
-    client_close(c);
+    serve_temp(&dgram_ops, address, sizeof(address));
+    assert_dgram_echoes_keep_fds(ts.address, 1000);
     ts_stop(&ts);
     assert_int_equal(count_open_fds(), before);
-    assert_int_equal(atomic_load(&p.handled), 1001);
-    assert_int_equal(atomic_load(&p.errors), 0);
+    assert_int_equal(atomic_load(&p.count.handled), 1001);
+    assert_int_equal(atomic_load(&p.count.errors), 0);
     assert_false(exists(path_of(address)));
 }
 
