@@ -42,7 +42,13 @@ void reports_close(void)
 
 void report_send(char kind, int err)
 {
-    child_report r = { .kind = kind, .pid = getpid(), .err = err };
+    child_report r;
+    /* Zero the padding too: the whole struct goes down the pipe, and
+     * memcheck rightly flags uninitialised bytes passed to write(). */
+    memset(&r, 0, sizeof(r));
+    r.kind = kind;
+    r.pid = getpid();
+    r.err = err;
     if (report_pipe[1] >= 0) {
         ssize_t w;
         do
