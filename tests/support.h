@@ -236,4 +236,18 @@ void proc_kill(test_proc *p);
 void example_start(test_proc *p, const char *name, const char *address,
                    char *bound, size_t cap);
 
+/* ------------------------------------------------------------------------ */
+/* Valgrind                                                                  */
+
+/* True when this process runs under valgrind (the client request when
+ * <valgrind/valgrind.h> was there at build time, else its preload library
+ * in LD_PRELOAD).  Only for what valgrind itself changes: emulated
+ * limits, no user switch, a slower test process. */
+bool under_valgrind(void);
+/* seconds, or seconds * 5 under valgrind: a time bound on this process. */
+double valgrind_scaled(double seconds);
+/* One recv(fd, buf, cap, 0), retried on EINTR (under valgrind a child's
+ * SIGCHLD interrupts blocking calls even at its default disposition). */
+ssize_t recv_once(int fd, void *buf, size_t cap);
+
 #endif

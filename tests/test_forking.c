@@ -610,6 +610,15 @@ static void test_block_on_close_off_does_not_wait_for_children(void **state)
 static void test_failed_fork_is_reported_and_server_goes_on(void **state)
 {
     (void)state;
+    if (under_valgrind()) {
+        /* Its runner switches to an unused uid for RLIMIT_NPROC to bite;
+         * memcheck in the request child it forks then cannot create its
+         * log file (make valgrind's log directory is not that user's), so
+         * the child fails and the runner's exit status is memcheck's. */
+        print_message("skipped under valgrind: a child forked as the "
+                      "switched user cannot write its memcheck log\n");
+        skip();
+    }
     assert_failed_spawn_is_reported(&sks_forking_tcp_ops, "fork");
 }
 
