@@ -90,14 +90,14 @@ void sks_forking_collect_children(sks_server *srv)
 static void default_shutdown_signals(void)
 {
     static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+    struct sigaction dfl = { .sa_handler = SIG_DFL };
+    sigemptyset(&dfl.sa_mask);
+    /* Set and read the old action in one call (one system call per
+     * signal, every request); put SIG_IGN back in the rare case. */
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        struct sigaction sa;
-        if (sigaction(sigs[i], NULL, &sa) == 0 && sa.sa_handler != SIG_IGN &&
-            sa.sa_handler != SIG_DFL) {
-            sa.sa_handler = SIG_DFL;
-            sa.sa_flags = 0;
-            sigaction(sigs[i], &sa, NULL);
-        }
+        struct sigaction old;
+        if (sigaction(sigs[i], &dfl, &old) == 0 && old.sa_handler == SIG_IGN)
+            sigaction(sigs[i], &old, NULL);
     }
 }
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -607,6 +608,72 @@ static void test_block_on_close_off_does_not_wait_for_children(void **state)
  * RLIMIT_NPROC is 1): the request is reported to handle_error and closed;
  * with the limit raised again the next request is served by a child.
  */
+/* In the child: reports which shutdown signals kept the parent's setting.
+ * err bit 0: SIGTERM is SIG_DFL, bit 1: SIGINT is SIG_DFL, bit 2: SIGHUP is
+ * still SIG_IGN. */
+static int report_signal_dispositions(sks_handler *h)
+{
+    struct sigaction term, intr, hup;
+    (void)h;
+    sigaction(SIGTERM, NULL, &term);
+    sigaction(SIGINT, NULL, &intr);
+    sigaction(SIGHUP, NULL, &hup);
+    report_send('S', (term.sa_handler == SIG_DFL) |
+                         (intr.sa_handler == SIG_DFL) << 1 |
+                         (hup.sa_handler == SIG_IGN) << 2);
+    return 0;
+}
+
+static void parent_on_signal(int sig)
+{
+    (void)sig;
+}
+
+static void test_child_takes_default_shutdown_signals_keeps_ignored(void **state)
+{
+    (void)state;
+    static const sks_handler_class probe = {
+        .setup = sks_stream_setup,
+        .handle = report_signal_dispositions,
+        .finish = sks_stream_finish,
+    };
+    struct sigaction on = { .sa_handler = parent_on_signal };
+    struct sigaction ign = { .sa_handler = SIG_IGN };
+    struct sigaction old_term, old_int, old_hup;
+    test_server ts;
+    child_report r;
+
+    /* The parent has shutdown handlers (as the examples do) and ignores
+     * SIGHUP: the child must answer SIGTERM/SIGINT with their default
+     * action, so that a drain can end it, and keep SIGHUP ignored. */
+    sigemptyset(&on.sa_mask);
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGTERM, &on, &old_term);
+    sigaction(SIGINT, &on, &old_int);
+    sigaction(SIGHUP, &ign, &old_hup);
+    pipes_open();
+    ts_start(&ts, &sks_forking_tcp_ops, "127.0.0.1:0", &probe, NULL, 0.01);
+    int c = client_connect(ts.address);
+    assert_true(c >= 0);
+    assert_true(report_next(&r, 5000));
+    assert_int_equal(r.kind, 'S');
+    assert_int_equal(r.err, 7);
+    assert_true(r.pid != getpid());
+    client_close(c);
+    ts_stop(&ts);
+    pipes_close();
+
+    /* And the parent's own settings are untouched. */
+    struct sigaction now;
+    sigaction(SIGTERM, NULL, &now);
+    assert_ptr_equal(now.sa_handler, parent_on_signal);
+    sigaction(SIGHUP, NULL, &now);
+    assert_ptr_equal(now.sa_handler, SIG_IGN);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
+}
+
 static void test_failed_fork_is_reported_and_server_goes_on(void **state)
 {
     (void)state;
@@ -638,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_handle_request_at_max_children_serves_once_a_child_ends),
         cmocka_unit_test(test_block_on_close_waits_for_children),
         cmocka_unit_test(test_block_on_close_off_does_not_wait_for_children),
+        cmocka_unit_test(test_child_takes_default_shutdown_signals_keeps_ignored),
         cmocka_unit_test(test_failed_fork_is_reported_and_server_goes_on),
     };
     /* TEST_FILTER=pattern runs only the matching tests. */
