@@ -88,9 +88,7 @@ int sks_server_new_from_fd(sks_server **out, const sks_server_ops *ops,
                            int fd, const sks_handler_class *handler,
                            void *user)
 {
-    char text[SKS_ADDRSTRLEN];
     sks_addr bound;
-    sks_server *srv;
     int err;
 
     if (out == NULL)
@@ -101,27 +99,11 @@ int sks_server_new_from_fd(sks_server **out, const sks_server_ops *ops,
     if (fd < 0)
         return -EBADF;
     err = check_socket(ops, fd, &bound);
+    if (err == 0)
+        err = set_flags(fd, ops->socket_type);
     if (err != 0)
         return err;
-    /* sks_server_new makes everything else a server holds (wake-up pipe,
-     * defaults) from the socket's own address; the fresh unbound socket
-     * it opens is then exchanged for fd. */
-    err = sks_addr_format(&bound, text, sizeof(text));
-    if (err < 0)
-        return err;
-    err = sks_server_new(&srv, ops, text, handler, user, SKS_NO_BIND);
-    if (err != 0)
-        return err;
-    err = set_flags(fd, ops->socket_type);
-    if (err != 0) {
-        sks_server_free(srv);
-        return err;
-    }
-    sks__close(srv->fd);
-    srv->fd = fd;
-    srv->address = bound;
-    *out = srv;
-    return 0;
+    return sks__server_make(out, ops, &bound, handler, user, fd);
 }
 
 /* ------------------------------------------------------------------------ */

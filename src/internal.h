@@ -138,6 +138,12 @@ struct sks_server {
 sks_request *sks__request_new(sks_server *srv, int fd, size_t packet_cap);
 void sks__request_free(sks_server *srv, sks_request *req);
 
+/* Makes a server around address with everything but binding; fd < 0:
+ * opens a fresh socket, else takes ownership of fd (on success only). */
+int sks__server_make(sks_server **out, const sks_server_ops *ops,
+                     const sks_addr *address,
+                     const sks_handler_class *handler, void *user, int fd);
+
 /* Server plumbing shared by the mixins. */
 size_t sks__active(const sks_server *srv);
 /* Ends a request without counting it as completed or failed: the forking

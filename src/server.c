@@ -131,20 +131,13 @@ static bool family_suits(const sks_server_ops *ops, int family)
     return family == AF_INET || family == AF_INET6;
 }
 
-int sks_server_new(sks_server **out, const sks_server_ops *ops,
-                   const char *address, const sks_handler_class *handler,
-                   void *user, unsigned flags)
+int sks__server_make(sks_server **out, const sks_server_ops *ops,
+                     const sks_addr *address,
+                     const sks_handler_class *handler, void *user, int fd)
 {
     sks_server *srv;
     int wake[2];
     int err;
-
-    if (out == NULL)
-        return -EINVAL;
-    *out = NULL;
-    if (ops == NULL || handler == NULL || address == NULL ||
-        (ops->socket_type != SOCK_STREAM && ops->socket_type != SOCK_DGRAM))
-        return -EINVAL;
 
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL)
@@ -152,13 +145,7 @@ int sks_server_new(sks_server **out, const sks_server_ops *ops,
     /* Not 0 (stdin): the failure path below closes these when socket()
      * or pipe2() fails before they are set. */
     srv->fd = srv->wake_rd = srv->wake_wr = -1;
-    err = sks_addr_parse(address, &srv->address);
-    if (err == 0 && !family_suits(ops, srv->address.u.sa.sa_family))
-        err = -EAFNOSUPPORT;
-    if (err != 0) {
-        free(srv);
-        return err;
-    }
+    srv->address = *address;
     srv->ops = ops;
     srv->handler = handler;
     srv->user = user;
@@ -184,17 +171,6 @@ int sks_server_new(sks_server **out, const sks_server_ops *ops,
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
 
-    /* Stream listeners are non-blocking so that a connection reset between
-     * poll and accept (or taken by another process sharing the socket)
-     * never blocks the loop; accepted sockets are blocking again. */
-    int type = ops->socket_type | SOCK_CLOEXEC;
-    if (ops->socket_type == SOCK_STREAM)
-        type |= SOCK_NONBLOCK;
-    srv->fd = socket(srv->address.u.sa.sa_family, type, 0);
-    if (srv->fd < 0) {
-        err = -errno;
-        goto fail;
-    }
     /* The wake-up pipe: shutdown (from any thread or a signal handler) and
      * the end of a request at a concurrency bound write one byte, so the
      * loop never sleeps through them. */
@@ -205,19 +181,56 @@ int sks_server_new(sks_server **out, const sks_server_ops *ops,
     srv->wake_rd = wake[0];
     srv->wake_wr = wake[1];
 
-    if (!(flags & SKS_NO_BIND)) {
-        err = sks_server_bind_and_activate(srv);
-        if (err != 0)
+    if (fd < 0) {
+        /* Stream listeners are non-blocking so that a connection reset
+         * between poll and accept (or taken by another process sharing the
+         * socket) never blocks the loop; accepted sockets are blocking
+         * again. */
+        int type = ops->socket_type | SOCK_CLOEXEC;
+        if (ops->socket_type == SOCK_STREAM)
+            type |= SOCK_NONBLOCK;
+        fd = socket(address->u.sa.sa_family, type, 0);
+        if (fd < 0) {
+            err = -errno;
             goto fail;
+        }
     }
+    srv->fd = fd; /* owned from here on */
     *out = srv;
     return 0;
 
 fail:
-    sks__close(srv->fd);
-    srv->fd = -1;
     srv->closed = true;
     sks_server_free(srv);
+    return err;
+}
+
+int sks_server_new(sks_server **out, const sks_server_ops *ops,
+                   const char *address, const sks_handler_class *handler,
+                   void *user, unsigned flags)
+{
+    sks_addr addr;
+    int err;
+
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
+    if (ops == NULL || handler == NULL || address == NULL ||
+        (ops->socket_type != SOCK_STREAM && ops->socket_type != SOCK_DGRAM))
+        return -EINVAL;
+    err = sks_addr_parse(address, &addr);
+    if (err == 0 && !family_suits(ops, addr.u.sa.sa_family))
+        err = -EAFNOSUPPORT;
+    if (err == 0)
+        err = sks__server_make(out, ops, &addr, handler, user, -1);
+    if (err == 0 && !(flags & SKS_NO_BIND)) {
+        /* On failure bind_and_activate has closed the socket already. */
+        err = sks_server_bind_and_activate(*out);
+        if (err != 0) {
+            sks_server_free(*out);
+            *out = NULL;
+        }
+    }
     return err;
 }
 
