@@ -5,7 +5,6 @@
  */
 #include "internal.h"
 
-#include <stdlib.h>
 
 int sks_datagram_setup(sks_handler *h)
 {
@@ -17,7 +16,9 @@ int sks_datagram_setup(sks_handler *h)
         .end = req->packet_len,
         .eof = true,
     };
-    h->wf = (struct sks_wfile){ .fd = req->fd, .collect = true };
+    h->wf = (struct sks_wfile){ .fd = req->fd, .collect = true,
+                                .buf = h->reply, .cap = sizeof(h->reply),
+                                .borrowed = true };
     h->rfile = &h->rf;
     h->wfile = &h->wf;
     return 0;
@@ -31,9 +32,7 @@ int sks_datagram_finish(sks_handler *h)
      * failed: Python's finish does the same. */
     int err = sks__sendto(h->wf.fd, h->wf.buf, h->wf.len,
                           &h->request->client);
-    free(h->wf.buf);
-    h->rfile = NULL;
-    h->wfile = NULL;
+    sks__release_files(h);
     return err;
 }
 

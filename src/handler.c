@@ -6,12 +6,12 @@
 
 #include <stdlib.h>
 
-/* Gives back what a flavour's setup allocated, without sending anything. */
-static void release_files(sks_handler *h)
+void sks__release_files(sks_handler *h)
 {
     if (h->wfile == NULL)
         return;
-    free(h->wf.buf);
+    if (!h->wf.borrowed)
+        free(h->wf.buf);
     if (h->rf.owned)
         free(h->rf.buf);
     h->rfile = NULL;
@@ -39,7 +39,7 @@ int sks_base_finish_request(sks_server *srv, sks_request *req)
         /* As Python: no handle, no finish after a failed setup.  But a
          * setup override that ran the flavour's setup before failing would
          * leak its buffers on every such request: release them here. */
-        release_files(&h);
+        sks__release_files(&h);
         return err;
     }
     int herr = cls->handle ? cls->handle(&h) : 0;

@@ -42,6 +42,7 @@ struct sks_wfile {
     char *buf;
     size_t cap, len;
     bool collect;       /* datagram: gather everything, send in finish */
+    bool borrowed;      /* buf is the handler's inline `reply`, not heap */
 };
 
 struct sks_handler {
@@ -53,6 +54,9 @@ struct sks_handler {
     sks_wfile *wfile;
     struct sks_rfile rf;
     struct sks_wfile wf;
+    /* A datagram reply starts here: most fit, and then answering takes no
+     * allocation per datagram. */
+    char reply[512];
 };
 
 /* A tracked (joinable) request thread that has ended and awaits join. */
@@ -137,6 +141,10 @@ struct sks_server {
  * is kept for the next one instead of freed: see srv->spare. */
 sks_request *sks__request_new(sks_server *srv, int fd, size_t packet_cap);
 void sks__request_free(sks_server *srv, sks_request *req);
+
+/* Gives back what a flavour's setup allocated (rfile, wfile buffers),
+ * without sending anything.  No-op when no flavour's setup ran. */
+void sks__release_files(sks_handler *h);
 
 /* Makes a server around address with everything but binding; fd < 0:
  * opens a fresh socket, else takes ownership of fd (on success only). */

@@ -171,9 +171,13 @@ static int collect(sks_wfile *w, const void *buf, size_t n)
         size_t ncap = w->cap ? w->cap : 512;
         while (ncap < w->len + n)
             ncap *= 2;
-        char *p = realloc(w->buf, ncap);
+        /* Out of the inline start: move to the heap. */
+        char *p = w->borrowed ? malloc(ncap) : realloc(w->buf, ncap);
         if (p == NULL)
             return -ENOMEM;
+        if (w->borrowed && w->len > 0)
+            memcpy(p, w->buf, w->len);
+        w->borrowed = false;
         w->buf = p;
         w->cap = ncap;
     }
@@ -356,11 +360,7 @@ int sks_stream_finish(sks_handler *h)
     /* A final error such as a reset peer is expected here and ignored, as
      * Python's StreamRequestHandler.finish does (bpo-14574). */
     (void)sks_wfile_flush(h->wfile);
-    free(h->wf.buf);
-    if (h->rf.owned)
-        free(h->rf.buf);
-    h->rfile = NULL;
-    h->wfile = NULL;
+    sks__release_files(h);
     return 0;
 }
 
