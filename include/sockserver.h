@@ -154,7 +154,12 @@ typedef struct sks_wfile sks_wfile;
 /* The hook table                                                            */
 /* ------------------------------------------------------------------------ */
 
-#define SKS_OPS_VERSION 1
+#define SKS_OPS_VERSION 2
+
+/* A concurrency model's descriptor (sync, threading, forking, pool,
+ * prefork).  Opaque: the mixin constructors and the predefined tables name
+ * one in their table's `model`. */
+typedef struct sks_model sks_model;
 
 /*
  * The table of overridable hooks: one member per method of Python's
@@ -234,6 +239,13 @@ typedef struct sks_server_ops {
      * it with its supervisor.  NULL or sks_base_serve_forever: the loop
      * described at sks_server_serve_forever. */
     int (*serve_forever)(sks_server *srv, double poll_interval);
+
+    /* Version 2.  The concurrency model this table adds to `parent`'s
+     * (set by the mixin constructors and the predefined tables; copy it
+     * with the table).  NULL: the model named by the table's own
+     * process_request and serve_forever if they are the library's, else
+     * none beyond the parent's (synchronous at the bottom). */
+    const sks_model *model;
 } sks_server_ops;
 
 /* The transports' tables (Python's TCPServer, UDPServer, UnixStreamServer,
@@ -581,7 +593,7 @@ SKS_EXTERN int sks_server_set_unlink_on_close(sks_server *srv, bool on);
  * with the serving thread.  A handler may read the server's attributes and
  * user pointer; shared user state needs its own locking.
  */
-SKS_EXTERN void sks_threading_mixin(sks_server_ops *out,
+SKS_EXTERN int sks_threading_mixin(sks_server_ops *out,
                                     const sks_server_ops *base);
 SKS_EXTERN int sks_threading_process_request(sks_server *srv, sks_request *req);
 SKS_EXTERN void sks_threading_service_actions(sks_server *srv);
@@ -597,7 +609,7 @@ SKS_EXTERN void sks_threading_server_close(sks_server *srv);
  * child it did not start.  Fork in a process that has threads gives the
  * child only the forking thread, as always with fork().
  */
-SKS_EXTERN void sks_forking_mixin(sks_server_ops *out,
+SKS_EXTERN int sks_forking_mixin(sks_server_ops *out,
                                   const sks_server_ops *base);
 SKS_EXTERN int sks_forking_process_request(sks_server *srv, sks_request *req);
 SKS_EXTERN void sks_forking_service_actions(sks_server *srv);
@@ -622,7 +634,7 @@ SKS_EXTERN void sks_forking_collect_children(sks_server *srv);
  * queue_size for the moment a worker that has just finished a request
  * takes to come back for the next.
  */
-SKS_EXTERN void sks_pool_mixin(sks_server_ops *out, const sks_server_ops *base);
+SKS_EXTERN int sks_pool_mixin(sks_server_ops *out, const sks_server_ops *base);
 SKS_EXTERN int sks_pool_process_request(sks_server *srv, sks_request *req);
 SKS_EXTERN void sks_pool_service_actions(sks_server *srv);
 SKS_EXTERN void sks_pool_server_close(sks_server *srv);
@@ -646,7 +658,7 @@ SKS_EXTERN int sks_server_set_pool(sks_server *srv, size_t min_workers,
  * every transport; datagram children read the shared socket.  Counters
  * (sks_server_stats) live in each child: the parent's stay at zero.
  */
-SKS_EXTERN void sks_prefork_mixin(sks_server_ops *out,
+SKS_EXTERN int sks_prefork_mixin(sks_server_ops *out,
                                   const sks_server_ops *base);
 SKS_EXTERN int sks_prefork_serve_forever(sks_server *srv, double poll_interval);
 /* workers 0: one per online CPU (the default); timeout default 5 s.
