@@ -2,10 +2,10 @@
  * pool.c - ThreadPoolMixIn: a bounded pool of worker threads fed by a
  * bounded queue, and the predefined Pool*Server tables.
  *
- * The bound is enforced by the loop, not here: the mixin sets the server's
- * concurrency limit to max_workers + queue_size, and the loop stops
- * accepting (or refuses) when that many requests are in flight.  So the
- * queue never overflows and process_request never blocks the loop.
+ * The bound is enforced by the loop, not here: the model's limit is
+ * max_workers + queue_size, and the loop stops accepting (or refuses) when
+ * that many requests are in flight.  So the queue never overflows and
+ * process_request never blocks the loop.
  */
 #define _GNU_SOURCE
 #include "internal.h"

@@ -15,25 +15,18 @@
 /* ------------------------------------------------------------------------ */
 /* Server tables                                                             */
 
-static const struct {
-    const char *name;
-    size_t offset;
-} optional_members[] = {
-#define OPT(m) { #m, offsetof(sks_server_ops, m) }
-    OPT(verify_request), OPT(process_request), OPT(finish_request),
-    OPT(shutdown_request), OPT(handle_error), OPT(handle_timeout),
-    OPT(service_actions), OPT(refuse_request), OPT(serve_forever),
-#undef OPT
+/* Where a hook lives in sks_server_ops. */
+#define MEMBER(m) offsetof(sks_server_ops, m)
+
+static const size_t optional_members[] = {
+    MEMBER(verify_request), MEMBER(process_request), MEMBER(finish_request),
+    MEMBER(shutdown_request), MEMBER(handle_error), MEMBER(handle_timeout),
+    MEMBER(service_actions), MEMBER(refuse_request), MEMBER(serve_forever),
 };
 
-static const struct {
-    const char *name;
-    size_t offset;
-} required_members[] = {
-#define REQ(m) { #m, offsetof(sks_server_ops, m) }
-    REQ(server_bind), REQ(server_activate), REQ(get_request),
-    REQ(close_request), REQ(server_close),
-#undef REQ
+static const size_t required_members[] = {
+    MEMBER(server_bind), MEMBER(server_activate), MEMBER(get_request),
+    MEMBER(close_request), MEMBER(server_close),
 };
 
 /* Sets the function pointer at `offset` in *ops to NULL. */
@@ -52,7 +45,7 @@ static void test_null_optional_members_run_base_behaviour(void **state)
          i++) {
         sks_server_ops ops = sks_threading_tcp_ops;
         test_server ts;
-        clear_member(&ops, optional_members[i].offset);
+        clear_member(&ops, optional_members[i]);
         ts_start(&ts, &ops, "127.0.0.1:0", &echo_lines_stream, NULL, 0.01);
         assert_echo_once(ts.address, SOCK_STREAM, "hello\n");
         ts_stop(&ts);
@@ -113,7 +106,7 @@ static void test_null_required_member_is_refused(void **state)
          i++) {
         sks_server_ops ops = sks_tcp_ops;
         sks_server *srv = (sks_server *)&ops; /* must be reset to NULL */
-        clear_member(&ops, required_members[i].offset);
+        clear_member(&ops, required_members[i]);
         assert_int_equal(sks_server_new(&srv, &ops, "127.0.0.1:0",
                                         &echo_lines_stream, NULL, 0),
                          -EINVAL);
