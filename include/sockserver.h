@@ -476,9 +476,11 @@ enum {
  * flags, binds and activates at once; on failure everything is released
  * (no descriptor leaks) and *out is left NULL.  ops and handler must outlive
  * the server.  `user` is the server's user pointer (sks_server_user).
- * Returns 0, -EAFNOSUPPORT when the address family does not suit ops
- * (a unix: address with sks_tcp_ops), SKS_EADDRESS, or the bind/listen
- * error (-EADDRINUSE, -EACCES, ...).  Thread safety: any.
+ * Returns 0, -EINVAL for a table or handler class it refuses (a version
+ * too new, a NULL required member: see sks_server_ops; a stack of models
+ * no mixin constructor would make), -EAFNOSUPPORT when the address family
+ * does not suit ops (a unix: address with sks_tcp_ops), SKS_EADDRESS, or
+ * the bind/listen error (-EADDRINUSE, -EACCES, ...).  Thread safety: any.
  */
 SKS_EXTERN int sks_server_new(sks_server **out, const sks_server_ops *ops,
                               const char *address,
@@ -824,7 +826,8 @@ SKS_EXTERN int sks_server_drain(sks_server *srv, double timeout,
  * On failure *out is NULL and fd is left open, still the caller's.
  * Returns 0, -EBADF, -ENOTSOCK, -EAFNOSUPPORT (family), -EPROTOTYPE
  * (type), -EINVAL (a stream socket not listening, a datagram socket not
- * bound), -ENOMEM.  Thread safety: any.
+ * bound, or a table or handler class refused as by sks_server_new),
+ * -ENOMEM.  Thread safety: any.
  */
 SKS_EXTERN int sks_server_new_from_fd(sks_server **out,
                                       const sks_server_ops *ops, int fd,
