@@ -353,10 +353,20 @@ static void test_drain_reports_finished_and_cut_together(void **state)
     ts_stop(&ts);
 }
 
+/* The loop's housekeeping, slowed down: each turn waits a little before
+ * it reaps, so a drain that starts meanwhile cuts children while the loop
+ * is about to reap them. */
+static void slow_service_actions(sks_server *srv)
+{
+    sleep_ms(20);
+    sks_forking_service_actions(srv);
+}
+
 /*
  * A drain with no grace (timeout 0) while a forking server is busy: client
  * processes keep arriving, so the drain signals the children while the
- * loop is still forking and reaping them.  Every child ends (cut or done),
+ * loop is still forking and reaping them (each loop turn waits 20 ms
+ * before it reaps, so the two overlap).  Every child ends (cut or done),
  * and under ThreadSanitizer the child list is never read while it changes
  * (make tsan runs this).
  */
@@ -367,9 +377,11 @@ static void test_drain_at_timeout_0_under_forking_load(void **state)
     if (!example_exists("echo_client"))
         skip();
     reset_state();
+    static sks_server_ops slow;
+    slow = *with_hooks(&sks_forking_tcp_ops, 20);
+    slow.service_actions = slow_service_actions;
     test_server ts;
-    ts_serve(&ts, new_server(with_hooks(&sks_forking_tcp_ops, 20),
-                             "127.0.0.1:0", &drain_handler, 0,
+    ts_serve(&ts, new_server(&slow, "127.0.0.1:0", &drain_handler, 0,
                              SKS_OVERLOAD_BACKPRESSURE), 0.01);
     int held[HOLDERS];
     for (int i = 0; i < HOLDERS; i++)
