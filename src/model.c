@@ -59,6 +59,32 @@ static int chain_roles(const sks_server_ops *base, unsigned *roles)
     return 0;
 }
 
+static bool names(const sks_server_ops *t, const sks_model *m)
+{
+    const sks_model *found[2];
+    for (size_t i = models_of(t, found); i-- > 0;)
+        if (found[i] == m)
+            return true;
+    return false;
+}
+
+/* The table model m, named by t, wrapped: the parent of the deepest table
+ * in t's chain that names m.  A hand-built "subclass" of a mixed table
+ * (parent: sks_threading_tcp_ops, process_request: threading's) names the
+ * model twice; its super is still the transport, never a table whose
+ * hooks are m's own, which would call themselves. */
+static const sks_server_ops *super_of(const sks_server_ops *t,
+                                      const sks_model *m)
+{
+    const sks_server_ops *super = t->parent;
+    size_t depth = 0;
+    for (const sks_server_ops *p = t->parent; p != NULL && ++depth <= MAX_DEPTH;
+         p = p->parent)
+        if (p->version <= SKS_OPS_VERSION && names(p, m))
+            super = p->parent;
+    return super;
+}
+
 static int add(sks_server *srv, const sks_model *m, const sks_server_ops *t)
 {
     for (size_t i = 0; i < srv->nmodels; i++) {
@@ -71,8 +97,9 @@ static int add(sks_server *srv, const sks_model *m, const sks_server_ops *t)
         return -EINVAL;
     struct sks__slot *s = &srv->models[srv->nmodels];
     /* The model's "super": the table it wrapped, or the transport's. */
-    int err = sks__table_fill(&s->wrapped, t->parent != NULL
-                                               ? t->parent
+    const sks_server_ops *super = super_of(t, m);
+    int err = sks__table_fill(&s->wrapped, super != NULL
+                                               ? super
                                                : sks__transport_table(srv));
     if (err != 0)
         return err;

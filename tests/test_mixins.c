@@ -519,6 +519,24 @@ static void test_every_pair_of_stacked_mixins_serves_or_is_refused(void **state)
     }
 }
 
+/* A "subclass" built by hand: a copy of the threading table that names no
+ * model and whose parent is the threading table itself.  Its hooks are
+ * threading's, found twice along the chain; their super is still the
+ * transport (a super that is threading's own table would call itself). */
+static void test_hand_built_subclass_of_threading_table_serves(void **state)
+{
+    (void)state;
+    static sks_server_ops sub;
+    sub = sks_threading_tcp_ops;
+    sub.name = "MyThreadingTCPServer";
+    sub.model = NULL;
+    sub.parent = &sks_threading_tcp_ops;
+    test_server ts;
+    ts_start(&ts, &sub, "127.0.0.1:0", &echo_lines_stream, NULL, 0.01);
+    expect_echo(ts.address);
+    ts_stop(&ts);
+}
+
 /* The crash a review found: forking over the predefined threading table
  * recursed through srv->ops->parent until the stack ran out.  Now
  * refused; and a mixin cannot wrap its own output in place. */
@@ -609,6 +627,7 @@ int main(void)
         cmocka_unit_test(test_eight_predefined_tables_are_mixin_over_transport),
         cmocka_unit_test(test_every_pair_of_stacked_mixins_serves_or_is_refused),
         cmocka_unit_test(test_forking_over_threading_table_is_refused),
+        cmocka_unit_test(test_hand_built_subclass_of_threading_table_serves),
         cmocka_unit_test_teardown(test_threading_example_serves_others_while_clients_idle,
                                   stop_example),
         cmocka_unit_test_teardown(test_forking_example_serves_others_while_clients_idle,
