@@ -145,9 +145,19 @@ static void default_shutdown_signals(void)
     }
 }
 
+/*
+ * The server a forked child serves, for its whole life.  The child ends
+ * in _exit and nothing in it returns, so the compiler may let every other
+ * reference to the server go (callee-saved registers are not kept for a
+ * caller that is never returned to); memcheck would then report the
+ * server's memory, which the exit releases, as lost.
+ */
+static sks_server *child_serves;
+
 /* The child's whole life: it must never return into the server loop. */
 _Noreturn static void run_child(sks_server *srv, sks_request *req)
 {
+    child_serves = srv;
     /* The child serves one request; the listening socket is the parent's
      * business (a datagram request uses the server socket itself). */
     if (req->fd != srv->fd)
