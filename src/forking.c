@@ -145,19 +145,9 @@ static void default_shutdown_signals(void)
     }
 }
 
-/*
- * The server a forked child serves, for its whole life.  The child ends
- * in _exit and nothing in it returns, so the compiler may let every other
- * reference to the server go (callee-saved registers are not kept for a
- * caller that is never returned to); memcheck would then report the
- * server's memory, which the exit releases, as lost.
- */
-static sks_server *child_serves;
-
 /* The child's whole life: it must never return into the server loop. */
 _Noreturn static void run_child(sks_server *srv, sks_request *req)
 {
-    child_serves = srv;
     /* The child serves one request; the listening socket is the parent's
      * business (a datagram request uses the server socket itself). */
     if (req->fd != srv->fd)
@@ -180,11 +170,16 @@ int sks_forking_process_request(sks_server *srv, sks_request *req)
     int err = reserve(f);
     if (err != 0)
         return err;
+    /* The child ends in _exit and nothing in it returns, so the compiler
+     * may let every register that held the server go; memcheck would then
+     * report the server's memory, which the exit releases, as lost.  This
+     * frame stays until the exit: the server is kept in its memory. */
+    sks_server *volatile serving = srv;
     pid_t pid = fork();
     if (pid < 0)
         return -errno; /* the loop reports it and closes the request */
     if (pid == 0)
-        run_child(srv, req);
+        run_child(serving, req);
 
     remember(f, pid);
     /* close, not shutdown: a FIN from the parent would cut the child's
