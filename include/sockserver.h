@@ -154,7 +154,12 @@ typedef struct sks_wfile sks_wfile;
 /* The hook table                                                            */
 /* ------------------------------------------------------------------------ */
 
-#define SKS_OPS_VERSION 1
+#define SKS_OPS_VERSION 2
+
+/* A concurrency model's descriptor (sync, threading, forking, pool,
+ * prefork).  Opaque: the mixin constructors and the predefined tables name
+ * one in their table's `model`. */
+typedef struct sks_model sks_model;
 
 /*
  * The table of overridable hooks: one member per method of Python's
@@ -166,6 +171,18 @@ typedef struct sks_wfile sks_wfile;
  * The member functions of every exported table are also exported by name
  * (sks_tcp_get_request, ...), so tables can be built with static
  * designated initializers.  A table must outlive every server using it.
+ *
+ * Versions and required members (SQLite's iVersion discipline): the
+ * server reads only the members the table's `version` defines (0 is read
+ * as 1: every member before `model`), and refuses a version newer than
+ * SKS_OPS_VERSION with -EINVAL.  Required, or -EINVAL: socket_type
+ * (SOCK_STREAM or SOCK_DGRAM), server_bind, server_activate, get_request,
+ * close_request and server_close, in the table and in every table a mixin
+ * wrapped.  Every other hook may be NULL: it then runs BaseServer's
+ * behaviour (the sks_base_* function of that name; serve_forever:
+ * sks_base_serve_forever).  The server calls its own filled copy, made
+ * at creation: changing the table afterwards changes nothing, and
+ * sks_server_ops_of() still returns the table passed.
  *
  * Every hook receives the server.  Hooks that receive a request may use it
  * only as its ownership rule allows (see sks_request).
@@ -200,11 +217,12 @@ typedef struct sks_server_ops {
     bool (*verify_request)(sks_server *srv, sks_request *req);
     /* Takes ownership of req.  Default: finish_request, then
      * sks_server_shutdown_request.  The mixins run the same two steps in a
-     * thread or child.  On a non-zero return the request has not been
-     * shut down: the loop calls handle_error, then shutdown_request. */
+     * thread or child.  On a negative return the request has not been
+     * shut down: the loop calls handle_error, then shutdown_request; zero
+     * or positive is success. */
     int (*process_request)(sks_server *srv, sks_request *req);
     /* Runs the handler class on the request (setup, handle, finish).
-     * Returns the handler's error, or 0. */
+     * Returns the handler's error (negative), or 0. */
     int (*finish_request)(sks_server *srv, sks_request *req);
     /* Ends the connection: SHUT_WR (stream), then close_request.  Does not
      * free req; the library does after this hook returns. */
@@ -234,6 +252,13 @@ typedef struct sks_server_ops {
      * it with its supervisor.  NULL or sks_base_serve_forever: the loop
      * described at sks_server_serve_forever. */
     int (*serve_forever)(sks_server *srv, double poll_interval);
+
+    /* Version 2.  The concurrency model this table adds to `parent`'s
+     * (set by the mixin constructors and the predefined tables; copy it
+     * with the table).  NULL: the model named by the table's own
+     * process_request and serve_forever if they are the library's, else
+     * none beyond the parent's (synchronous at the bottom). */
+    const sks_model *model;
 } sks_server_ops;
 
 /* The transports' tables (Python's TCPServer, UDPServer, UnixStreamServer,
@@ -294,9 +319,15 @@ SKS_EXTERN void sks_unix_server_close(sks_server *srv);
  * attributes.  Fill it with designated initializers; members left 0/NULL
  * take the defaults given.  Per request, the library creates an instance
  * and calls setup; if setup succeeded, handle; then finish, even when
- * handle failed.  Each returns 0 or an error code (a negative errno or
- * SKS_EHANDLER); finish_request returns finish's error if it has one,
- * else handle's, else setup's.
+ * handle failed.  Each returns zero or a positive value for success (a
+ * byte count from sks_wfile_write is fine), or a negative error code (a
+ * negative errno or SKS_EHANDLER); finish_request returns finish's error
+ * if it has one, else handle's, else setup's, else 0.
+ *
+ * Every member may be NULL.  `version` is read as for sks_server_ops: 0
+ * is read as 1, and a version newer than SKS_HANDLER_VERSION makes
+ * sks_server_new refuse the class with -EINVAL.  The server keeps its own
+ * copy, made at creation.
  *
  * The Stream and Datagram flavours are the setup/finish pairs below:
  *   { .setup = sks_stream_setup, .handle = my_handle,
@@ -445,9 +476,11 @@ enum {
  * flags, binds and activates at once; on failure everything is released
  * (no descriptor leaks) and *out is left NULL.  ops and handler must outlive
  * the server.  `user` is the server's user pointer (sks_server_user).
- * Returns 0, -EAFNOSUPPORT when the address family does not suit ops
- * (a unix: address with sks_tcp_ops), SKS_EADDRESS, or the bind/listen
- * error (-EADDRINUSE, -EACCES, ...).  Thread safety: any.
+ * Returns 0, -EINVAL for a table or handler class it refuses (a version
+ * too new, a NULL required member: see sks_server_ops; a stack of models
+ * no mixin constructor would make), -EAFNOSUPPORT when the address family
+ * does not suit ops (a unix: address with sks_tcp_ops), SKS_EADDRESS, or
+ * the bind/listen error (-EADDRINUSE, -EACCES, ...).  Thread safety: any.
  */
 SKS_EXTERN int sks_server_new(sks_server **out, const sks_server_ops *ops,
                               const char *address,
@@ -489,7 +522,7 @@ SKS_EXTERN void sks_server_shutdown(sks_server *srv);
 
 /*
  * Requests a shutdown without waiting: async-signal-safe, for SIGINT and
- * SIGTERM handlers.  serve_forever returns within one loop turn.
+ * SIGTERM handlers; errno is left as it was.  serve_forever returns within one loop turn.
  */
 SKS_EXTERN void sks_server_request_shutdown(sks_server *srv);
 
@@ -526,6 +559,8 @@ SKS_EXTERN const sks_addr *sks_server_address(const sks_server *srv);
 /* The family in use (AF_INET, AF_INET6, AF_UNIX) and SOCK_STREAM/DGRAM. */
 SKS_EXTERN int sks_server_address_family(const sks_server *srv);
 SKS_EXTERN int sks_server_socket_type(const sks_server *srv);
+/* The table passed at creation (what the server calls is its filled copy
+ * of it: see sks_server_ops). */
 SKS_EXTERN const sks_server_ops *sks_server_ops_of(const sks_server *srv);
 SKS_EXTERN void *sks_server_user(const sks_server *srv);
 
@@ -564,12 +599,23 @@ SKS_EXTERN int sks_server_set_unlink_on_close(sks_server *srv, bool on);
 
 /*
  * A mixin wraps a table: it copies *base into *out, sets out->parent = base
- * and replaces process_request (and server_close, service_actions,
- * handle_timeout, which it extends and which call base's).  Everything else
+ * and out->model to its concurrency model, and replaces process_request
+ * (and server_close, service_actions, handle_timeout, which it extends and
+ * which call the table it wrapped, never srv->ops->parent).  Everything else
  * stays base's, so user overrides in base survive, and the mixin runs each
  * request through the server's table (finish_request, handle_error,
  * shutdown_request), so overrides made in a copy of *out apply too.
- * base must outlive out.  Mixins do not stack on each other.
+ * base must outlive out.  Each model keeps its state from server creation
+ * on, so its bound (max_threads...) holds before the first request.
+ *
+ * Stacking: a server runs at most one model that runs requests
+ * (threading, forking, pool) and at most one that runs the loop
+ * (prefork).  So prefork stacks with any one of the others, in either
+ * order, and means the same both ways: pre-forked children, each running
+ * the other model (threading over prefork = prefork over threading).  Any
+ * other stack (threading over forking, a mixin over itself) is refused.
+ * Each constructor returns 0, or -EINVAL for such a stack, for out or base
+ * NULL, out == base, or a base version newer than SKS_OPS_VERSION.
  *
  * ThreadingMixIn: each request runs finish_request then shutdown_request in
  * a new thread; a failure goes to handle_error from that thread.
@@ -581,8 +627,8 @@ SKS_EXTERN int sks_server_set_unlink_on_close(sks_server *srv, bool on);
  * with the serving thread.  A handler may read the server's attributes and
  * user pointer; shared user state needs its own locking.
  */
-SKS_EXTERN void sks_threading_mixin(sks_server_ops *out,
-                                    const sks_server_ops *base);
+SKS_EXTERN int sks_threading_mixin(sks_server_ops *out,
+                                   const sks_server_ops *base);
 SKS_EXTERN int sks_threading_process_request(sks_server *srv, sks_request *req);
 SKS_EXTERN void sks_threading_service_actions(sks_server *srv);
 SKS_EXTERN void sks_threading_server_close(sks_server *srv);
@@ -597,8 +643,8 @@ SKS_EXTERN void sks_threading_server_close(sks_server *srv);
  * child it did not start.  Fork in a process that has threads gives the
  * child only the forking thread, as always with fork().
  */
-SKS_EXTERN void sks_forking_mixin(sks_server_ops *out,
-                                  const sks_server_ops *base);
+SKS_EXTERN int sks_forking_mixin(sks_server_ops *out,
+                                 const sks_server_ops *base);
 SKS_EXTERN int sks_forking_process_request(sks_server *srv, sks_request *req);
 SKS_EXTERN void sks_forking_service_actions(sks_server *srv);
 SKS_EXTERN void sks_forking_handle_timeout(sks_server *srv);
@@ -622,12 +668,13 @@ SKS_EXTERN void sks_forking_collect_children(sks_server *srv);
  * queue_size for the moment a worker that has just finished a request
  * takes to come back for the next.
  */
-SKS_EXTERN void sks_pool_mixin(sks_server_ops *out, const sks_server_ops *base);
+SKS_EXTERN int sks_pool_mixin(sks_server_ops *out, const sks_server_ops *base);
 SKS_EXTERN int sks_pool_process_request(sks_server *srv, sks_request *req);
 SKS_EXTERN void sks_pool_service_actions(sks_server *srv);
 SKS_EXTERN void sks_pool_server_close(sks_server *srv);
-/* Defaults: 4, 64, 30 s, 64.  min <= max, max >= 1.  0 or -EINVAL.  Set
- * before serving. */
+/* Defaults: 4, 64, 30 s, 64.  min <= max, max >= 1.  0 or -EINVAL (also
+ * once the pool has started, at its first request).  No effect on a
+ * server that is not pooled.  Set before serving. */
 SKS_EXTERN int sks_server_set_pool(sks_server *srv, size_t min_workers,
                                    size_t max_workers, double idle_timeout,
                                    size_t queue_size);
@@ -646,11 +693,12 @@ SKS_EXTERN int sks_server_set_pool(sks_server *srv, size_t min_workers,
  * every transport; datagram children read the shared socket.  Counters
  * (sks_server_stats) live in each child: the parent's stay at zero.
  */
-SKS_EXTERN void sks_prefork_mixin(sks_server_ops *out,
-                                  const sks_server_ops *base);
+SKS_EXTERN int sks_prefork_mixin(sks_server_ops *out,
+                                 const sks_server_ops *base);
 SKS_EXTERN int sks_prefork_serve_forever(sks_server *srv, double poll_interval);
 /* workers 0: one per online CPU (the default); timeout default 5 s.
- * 0 or -EINVAL.  Set before serving. */
+ * 0 or -EINVAL.  No effect on a server that does not pre-fork.  Set before
+ * serving. */
 SKS_EXTERN int sks_server_set_prefork(sks_server *srv, size_t workers,
                                       size_t max_requests_per_child,
                                       double timeout);
@@ -686,7 +734,9 @@ SKS_EXTERN extern const sks_server_ops sks_pool_unix_dgram_ops;
  * 0: no bound, as Python) and max_children (default 40): at the bound the
  * server stops accepting until a request ends; new connections wait in the
  * listen backlog.  thread_stack_size: 0 for the system default.
- * Set them before serving.  Return 0 or -EINVAL.
+ * Set them before serving.  Return 0 or -EINVAL.  An option of a model
+ * the server does not run (max_children on a threading server) is
+ * checked, then has no effect.
  */
 SKS_EXTERN int sks_server_set_block_on_close(sks_server *srv, bool on);
 SKS_EXTERN int sks_server_set_daemon_threads(sks_server *srv, bool on);
@@ -748,7 +798,10 @@ SKS_EXTERN void sks_server_stats(const sks_server *srv, sks_stats *out);
  * ended on their own during the drain, *cut the count cut.  Returns 0 when
  * nothing is left running, -ETIMEDOUT when a cut request still runs (a
  * handler not blocked on its connection).  The listening socket stays open:
- * call sks_server_close() (or free) after.  Thread safety: any one thread.
+ * call sks_server_close() (or free) after.  Called from the serving thread
+ * (a synchronous server's handler) it would wait for its own request: it
+ * returns -EDEADLK at once instead, doing nothing.  Thread safety: any one
+ * thread.
  */
 SKS_EXTERN int sks_server_drain(sks_server *srv, double timeout,
                                 size_t *finished, size_t *cut);
@@ -773,7 +826,8 @@ SKS_EXTERN int sks_server_drain(sks_server *srv, double timeout,
  * On failure *out is NULL and fd is left open, still the caller's.
  * Returns 0, -EBADF, -ENOTSOCK, -EAFNOSUPPORT (family), -EPROTOTYPE
  * (type), -EINVAL (a stream socket not listening, a datagram socket not
- * bound), -ENOMEM.  Thread safety: any.
+ * bound, or a table or handler class refused as by sks_server_new),
+ * -ENOMEM.  Thread safety: any.
  */
 SKS_EXTERN int sks_server_new_from_fd(sks_server **out,
                                       const sks_server_ops *ops, int fd,

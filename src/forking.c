@@ -17,26 +17,52 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Makes room to record one more child, before forking, so that recording
- * cannot fail once the child exists. */
-static int reserve(sks_server *srv)
+#define DEFAULT_MAX_CHILDREN 40
+
+/*
+ * The model's state.  The serving thread records and reaps children; a
+ * drain signals them from another thread.  `lock` keeps the two apart:
+ * a pid is removed from the list only under it, after waitpid() reaped
+ * it, so the drain never signals a reaped (and perhaps reused) pid nor
+ * reads the list while it changes.
+ */
+struct forking {
+    pthread_mutex_t lock;
+    pid_t *children;
+    size_t cap;
+    atomic_size_t n;           /* read without the lock for counts */
+    size_t max_children;
+};
+
+static struct forking *state_of(const sks_server *srv)
 {
-    if (atomic_load(&srv->nchildren) < srv->children_cap)
-        return 0;
-    size_t ncap = srv->children_cap ? srv->children_cap * 2 : 16;
-    pid_t *p = realloc(srv->children, ncap * sizeof(*p));
-    if (p == NULL)
-        return -ENOMEM;
-    srv->children = p;
-    srv->children_cap = ncap;
-    return 0;
+    return sks__model_state(srv, &sks__forking_model);
 }
 
-static void remember(sks_server *srv, pid_t pid)
+/* Makes room to record one more child, before forking, so that recording
+ * cannot fail once the child exists. */
+static int reserve(struct forking *f)
 {
-    size_t n = atomic_load(&srv->nchildren);
-    srv->children[n] = pid;
-    atomic_store(&srv->nchildren, n + 1);
+    if (atomic_load(&f->n) < f->cap)
+        return 0;
+    size_t ncap = f->cap ? f->cap * 2 : 16;
+    pthread_mutex_lock(&f->lock);
+    pid_t *p = realloc(f->children, ncap * sizeof(*p));
+    if (p != NULL) {
+        f->children = p;
+        f->cap = ncap;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return p != NULL ? 0 : -ENOMEM;
+}
+
+static void remember(struct forking *f, pid_t pid)
+{
+    pthread_mutex_lock(&f->lock);
+    size_t n = atomic_load(&f->n);
+    f->children[n] = pid;
+    atomic_store(&f->n, n + 1);
+    pthread_mutex_unlock(&f->lock);
 }
 
 /* False only when it is certain that no child of this process has exited:
@@ -52,35 +78,53 @@ static bool some_child_exited(void)
     return si.si_pid != 0;
 }
 
-static void collect(sks_server *srv, bool blocking)
+/* Reaps child i if it has exited (blocking: once it exits).  Called with
+ * f->lock held; a blocking wait happens without it, and without reaping
+ * (WNOWAIT), so the pid stays the child's until the list forgets it. */
+static bool reaped(sks_server *srv, struct forking *f, size_t i,
+                   bool blocking)
 {
-    size_t n = atomic_load(&srv->nchildren);
-    if (n == 0 || (!blocking && !some_child_exited()))
-        return;
-    for (size_t i = 0; i < n;) {
-        pid_t r;
-        int status = 0;
-        do
-            r = waitpid(srv->children[i], &status, blocking ? 0 : WNOHANG);
-        while (r < 0 && errno == EINTR);
-        /* ECHILD: someone else reaped it; forget it too. */
-        if (r == srv->children[i] || (r < 0 && errno == ECHILD)) {
-            srv->children[i] = srv->children[--n];
-            atomic_store(&srv->nchildren, n);
-            /* The child's exit status is its request's outcome. */
-            sks__count_end(srv, r < 0 || !WIFEXITED(status) ||
-                                    WEXITSTATUS(status) != 0);
-        } else {
-            i++;
-        }
+    pid_t pid = f->children[i], r;
+    int status = 0;
+    if (blocking) {
+        siginfo_t si;
+        pthread_mutex_unlock(&f->lock);
+        while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) != 0 &&
+               errno == EINTR)
+            ;
+        pthread_mutex_lock(&f->lock);
     }
+    do
+        r = waitpid(pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    /* ECHILD: someone else reaped it; forget it too. */
+    if (r != pid && !(r < 0 && errno == ECHILD))
+        return false;
+    size_t n = atomic_load(&f->n) - 1;
+    f->children[i] = f->children[n];
+    atomic_store(&f->n, n);
+    /* The child's exit status is its request's outcome. */
+    sks__count_end(srv, r < 0 || !WIFEXITED(status) ||
+                            WEXITSTATUS(status) != 0);
+    return true;
+}
+
+static void collect(sks_server *srv, struct forking *f, bool blocking)
+{
+    if (f == NULL || atomic_load(&f->n) == 0 ||
+        (!blocking && !some_child_exited()))
+        return;
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; i < atomic_load(&f->n);)
+        if (!reaped(srv, f, i, blocking))
+            i++;
+    pthread_mutex_unlock(&f->lock);
 }
 
 void sks_forking_collect_children(sks_server *srv)
 {
-    collect(srv, false);
+    collect(srv, state_of(srv), false);
 }
-
 /*
  * A child must not answer the parent's shutdown signals as the parent does
  * (an inherited SIGTERM handler would only stop the child's copy of the
@@ -111,27 +155,33 @@ _Noreturn static void run_child(sks_server *srv, sks_request *req)
     sks__close(srv->wake_rd);
     default_shutdown_signals();
     int err = srv->ops->finish_request(srv, req);
-    if (err != 0)
+    if (err < 0)
         sks_server_handle_error(srv, req, err);
     srv->ops->shutdown_request(srv, req);
     sks__wake(srv); /* tell the parent to reap us now */
-    _exit(err != 0 ? 1 : 0);
+    _exit(err < 0 ? 1 : 0);
 }
 
 int sks_forking_process_request(sks_server *srv, sks_request *req)
 {
-    /* The loop stops accepting at this bound (or refuses, by policy). */
-    srv->mixin_limit = srv->max_children;
-    int err = reserve(srv);
+    struct forking *f = state_of(srv);
+    if (f == NULL)
+        return -EINVAL; /* a table naming this hook but another model */
+    int err = reserve(f);
     if (err != 0)
         return err;
+    /* The child ends in _exit and nothing in it returns, so the compiler
+     * may let every register that held the server go; memcheck would then
+     * report the server's memory, which the exit releases, as lost.  This
+     * frame stays until the exit: the server is kept in its memory. */
+    sks_server *volatile serving = srv;
     pid_t pid = fork();
     if (pid < 0)
         return -errno; /* the loop reports it and closes the request */
     if (pid == 0)
-        run_child(srv, req);
+        run_child(serving, req);
 
-    remember(srv, pid);
+    remember(f, pid);
     /* close, not shutdown: a FIN from the parent would cut the child's
      * connection.  The request stays counted as active until the child is
      * reaped; its exit status decides completed or failed. */
@@ -141,30 +191,103 @@ int sks_forking_process_request(sks_server *srv, sks_request *req)
 
 void sks_forking_service_actions(sks_server *srv)
 {
-    collect(srv, false);
-    srv->ops->parent->service_actions(srv);
+    collect(srv, state_of(srv), false);
+    sks__model_super(srv, &sks__forking_model)->service_actions(srv);
 }
 
 void sks_forking_handle_timeout(sks_server *srv)
 {
-    collect(srv, false);
-    srv->ops->parent->handle_timeout(srv);
+    collect(srv, state_of(srv), false);
+    sks__model_super(srv, &sks__forking_model)->handle_timeout(srv);
+}
+
+static void forking_close(sks_server *srv, void *state)
+{
+    collect(srv, state, srv->block_on_close);
 }
 
 void sks_forking_server_close(sks_server *srv)
 {
-    srv->ops->parent->server_close(srv);
-    collect(srv, srv->block_on_close);
+    sks__model_super(srv, &sks__forking_model)->server_close(srv);
+    forking_close(srv, state_of(srv));
 }
 
-void sks_forking_mixin(sks_server_ops *out, const sks_server_ops *base)
+static int forking_attach(sks_server *srv, void **state)
 {
-    *out = *base;
-    out->parent = base;
+    (void)srv;
+    struct forking *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -ENOMEM;
+    pthread_mutex_init(&f->lock, NULL);
+    atomic_init(&f->n, 0);
+    f->max_children = DEFAULT_MAX_CHILDREN;
+    *state = f;
+    return 0;
+}
+
+static size_t forking_limit(const void *state)
+{
+    const struct forking *f = state;
+    return f->max_children;
+}
+
+static size_t forking_cut(void *state, int sig)
+{
+    struct forking *f = state;
+    size_t n = 0;
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; i < atomic_load(&f->n); i++)
+        if (kill(f->children[i], sig) == 0)
+            n++;
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+static void forking_free(void *state)
+{
+    struct forking *f = state;
+    pthread_mutex_destroy(&f->lock);
+    free(f->children);
+    free(f);
+}
+
+const sks_model sks__forking_model = {
+    .name = "forking",
+    .roles = SKS__RUNS_REQUESTS,
+    .process_request = sks_forking_process_request,
+    .attach = forking_attach,
+    .limit = forking_limit,
+    .cut = forking_cut,
+    .close = forking_close,
+    .free = forking_free,
+};
+
+int sks_server_set_max_children(sks_server *srv, size_t n)
+{
+    struct forking *f = state_of(srv);
+    if (n == 0)
+        return -EINVAL;
+    if (f != NULL) /* else not a forking server: nothing to set */
+        f->max_children = n;
+    return 0;
+}
+
+size_t sks_server_active_children(const sks_server *srv)
+{
+    struct forking *f = state_of(srv);
+    return f != NULL ? atomic_load(&f->n) : 0;
+}
+
+int sks_forking_mixin(sks_server_ops *out, const sks_server_ops *base)
+{
+    int err = sks__mixin_wrap(out, base, &sks__forking_model);
+    if (err != 0)
+        return err;
     out->process_request = sks_forking_process_request;
     out->service_actions = sks_forking_service_actions;
     out->handle_timeout = sks_forking_handle_timeout;
     out->server_close = sks_forking_server_close;
+    return 0;
 }
 
 #define SKS__FORKING_HOOKS                                                   \
@@ -177,6 +300,7 @@ const sks_server_ops sks_forking_tcp_ops = {
     .version = SKS_OPS_VERSION,
     .name = "ForkingTCPServer",
     .parent = &sks_tcp_ops,
+    .model = &sks__forking_model,
     SKS__TCP_TRANSPORT,
     SKS__FORKING_HOOKS,
 };
@@ -185,6 +309,7 @@ const sks_server_ops sks_forking_udp_ops = {
     .version = SKS_OPS_VERSION,
     .name = "ForkingUDPServer",
     .parent = &sks_udp_ops,
+    .model = &sks__forking_model,
     SKS__UDP_TRANSPORT,
     SKS__FORKING_HOOKS,
 };
@@ -193,6 +318,7 @@ const sks_server_ops sks_forking_unix_stream_ops = {
     .version = SKS_OPS_VERSION,
     .name = "ForkingUnixStreamServer",
     .parent = &sks_unix_stream_ops,
+    .model = &sks__forking_model,
     SKS__UNIX_STREAM_TRANSPORT,
     SKS__FORKING_HOOKS,
 };
@@ -201,6 +327,7 @@ const sks_server_ops sks_forking_unix_dgram_ops = {
     .version = SKS_OPS_VERSION,
     .name = "ForkingUnixDatagramServer",
     .parent = &sks_unix_dgram_ops,
+    .model = &sks__forking_model,
     SKS__UNIX_DGRAM_TRANSPORT,
     SKS__FORKING_HOOKS,
 };

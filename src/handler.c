@@ -34,8 +34,10 @@ int sks_base_finish_request(sks_server *srv, sks_request *req)
         if (perr != 0)
             return perr;
     }
+    /* Zero or positive is success (a handler may return a byte count),
+     * negative an error. */
     int err = cls->setup ? cls->setup(&h) : 0;
-    if (err != 0) {
+    if (err < 0) {
         /* As Python: no handle, no finish after a failed setup.  But a
          * setup override that ran the flavour's setup before failing would
          * leak its buffers on every such request: release them here. */
@@ -44,7 +46,9 @@ int sks_base_finish_request(sks_server *srv, sks_request *req)
     }
     int herr = cls->handle ? cls->handle(&h) : 0;
     int ferr = cls->finish ? cls->finish(&h) : 0;
-    return ferr != 0 ? ferr : herr;
+    if (ferr < 0)
+        return ferr;
+    return herr < 0 ? herr : 0;
 }
 
 sks_server *sks_handler_server(const sks_handler *h)

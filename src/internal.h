@@ -59,12 +59,64 @@ struct sks_handler {
     char reply[512];
 };
 
-/* A tracked (joinable) request thread that has ended and awaits join. */
-struct sks__thread;
+/*
+ * A concurrency model (sync, threading, forking, pool, prefork): its state
+ * and lifecycle behind one table, as nginx's ngx_event_actions_t.  The
+ * core calls these members and never names a model's fields; a model
+ * keeps its state in its own struct, made by attach when the server is
+ * created and handed back to every member.  Every member but name and
+ * roles may be NULL (nothing to do).  docs/DESIGN.md, "Adding a
+ * concurrency model", says how a new one is written.
+ */
+enum {
+    SKS__RUNS_REQUESTS = 1u << 0, /* process_request: one per server */
+    SKS__RUNS_LOOP = 1u << 1,     /* serve_forever: one per server */
+};
+
+struct sks_model {
+    const char *name;
+    unsigned roles;             /* SKS__RUNS_* this model takes */
+    /* The hook that names this model in a table that carries no `model`
+     * (a version 1 table, or one built by hand). */
+    int (*process_request)(sks_server *srv, sks_request *req);
+    int (*serve_forever)(sks_server *srv, double poll_interval);
+    /* At server creation: makes the state with its defaults, so limits
+     * and stats hold before the first request.  0 or -errno. */
+    int (*attach)(sks_server *srv, void **state);
+    /* Requests in flight at which the loop stops accepting; 0: none. */
+    size_t (*limit)(const void *state);
+    /* Fills the model's part of sks_server_stats (queued, workers). */
+    void (*stats)(void *state, sks_stats *out);
+    /* A drain's last resort: ends the model's own running work (children
+     * signalled with sig); returns how many were cut. */
+    size_t (*cut)(void *state, int sig);
+    /* After each loop turn: true ends serve_forever (a quota). */
+    bool (*done)(sks_server *srv, void *state);
+    /* At server_close, after the table's server_close: waits for (or
+     * lets go of) running work.  Runs once. */
+    void (*close)(sks_server *srv, void *state);
+    /* Releases the state, when the server's memory is released. */
+    void (*free)(void *state);
+};
+
+/* One model in use by a server, and a filled copy of the table it wrapped
+ * (its "super": a mixin's hooks call this one, never srv->ops->parent). */
+struct sks__slot {
+    const sks_model *model;
+    void *state;
+    sks_server_ops wrapped;
+};
+#define SKS__MAX_MODELS 2  /* one that runs requests, one that runs the loop */
 
 struct sks_server {
+    /* The table the library calls: a filled copy of `given` (see
+     * sks__table_fill), so a NULL member or an older version never
+     * reaches a call. */
     const sks_server_ops *ops;
-    const sks_handler_class *handler;
+    sks_server_ops table;
+    const sks_server_ops *given;  /* as passed: sks_server_ops_of */
+    const sks_handler_class *handler; /* &hclass */
+    sks_handler_class hclass;
     void *user;
     int fd;
     int wake_rd, wake_wr;      /* self-pipe: shutdown and "a request ended" */
@@ -87,10 +139,9 @@ struct sks_server {
     bool serving, is_shut_down;
     pthread_t serving_thread;
 
-    /* Accept gating: at the concurrency bound (the mixin's, or
+    /* Accept gating: at the concurrency bound (the models', or
      * max_connections) the loop stops accepting (backpressure) or refuses;
      * exhaustion errors (EMFILE...) pause accepting for a growing back-off. */
-    size_t mixin_limit;        /* set by the mixin in use; 0: none */
     size_t max_connections;    /* 0: none */
     int overload_policy;       /* SKS_OVERLOAD_* */
     struct timespec accept_resume;
@@ -100,23 +151,15 @@ struct sks_server {
     atomic_size_t accepted, completed, failed, refused;
     sks_request *inflight;     /* admitted stream requests (lock) */
 
-    /* Concurrency mixins' attributes and state. */
-    bool block_on_close, daemon_threads;
-    size_t max_threads, stack_size, max_children;
-    size_t nthreads;           /* request threads running (lock) */
-    size_t ntracked;           /* joinable threads still running (lock) */
-    struct sks__thread *done;  /* joinable threads that ended (lock) */
-    size_t stop_after;         /* serve_forever ends after this many
-                                  accepted requests (pre-forked child) */
-    struct sks__prefork *prefork; /* pre-fork mixin state */
-    size_t prefork_workers, prefork_max_requests;
-    double prefork_timeout;
-    struct sks__pool *pool;    /* thread-pool mixin state, made lazily */
-    size_t pool_min, pool_max, pool_queue;
-    double pool_idle;
-    pid_t *children;           /* serving thread only */
-    size_t children_cap;
-    atomic_size_t nchildren;
+    /* Attributes every model that runs requests elsewhere reads:
+     * server_close waits for them; the stack of the threads a model makes
+     * (0: the system's default). */
+    bool block_on_close;
+    size_t stack_size;
+
+    /* The models in use (model.c), made at creation. */
+    struct sks__slot models[SKS__MAX_MODELS];
+    size_t nmodels;
 
     atomic_int refs;           /* the owner + each running request thread */
     /* One datagram request kept for reuse: allocating and freeing its
@@ -152,7 +195,39 @@ int sks__server_make(sks_server **out, const sks_server_ops *ops,
                      const sks_addr *address,
                      const sks_handler_class *handler, void *user, int fd);
 
-/* Server plumbing shared by the mixins. */
+/* Tables (table.c).  sks__table_fill makes *out a copy of *in with every
+ * member in: 0, or -EINVAL for a version newer than the library or a NULL
+ * required member.  sks__transport_table: the library's own table for the
+ * server's family and type, the base of every fill. */
+int sks__table_fill(sks_server_ops *out, const sks_server_ops *in);
+/* The part of sks__table_fill that copies: the members in's version
+ * defines, the rest zero.  0, or -EINVAL for a version too new. */
+int sks__table_copy(sks_server_ops *out, const sks_server_ops *in);
+int sks__handler_fill(sks_handler_class *out, const sks_handler_class *in);
+const sks_server_ops *sks__transport_table(const sks_server *srv);
+
+/* Models (model.c).  sks__models_attach resolves the models of the
+ * server's table and attaches each; the others walk them. */
+int sks__models_attach(sks_server *srv);
+void *sks__model_state(const sks_server *srv, const sks_model *m);
+/* The table model m wrapped, filled; a transport's when m is not in use. */
+const sks_server_ops *sks__model_super(const sks_server *srv,
+                                       const sks_model *m);
+size_t sks__models_limit(const sks_server *srv);
+void sks__models_stats(const sks_server *srv, sks_stats *out);
+size_t sks__models_cut(sks_server *srv, int sig);
+bool sks__models_done(sks_server *srv);
+void sks__models_close(sks_server *srv);
+void sks__models_free(sks_server *srv);
+/* A mixin constructor's common part: *out becomes *base wrapped by m
+ * (parent base, model m); -EINVAL when base already runs what m runs. */
+int sks__mixin_wrap(sks_server_ops *out, const sks_server_ops *base,
+                    const sks_model *m);
+/* The library's models, so that an older table's hooks name them. */
+extern const sks_model sks__threading_model, sks__forking_model,
+    sks__pool_model, sks__prefork_model;
+
+/* Server plumbing shared by the models. */
 size_t sks__active(const sks_server *srv);
 /* Ends a request without counting it as completed or failed: the forking
  * parent hands the request's accounting to the child's exit status. */
@@ -161,11 +236,15 @@ void sks__count_end(sks_server *srv, bool failed);
 /* The serve_forever handshake (Python's __is_shut_down), for the loops. */
 int sks__serve_begin(sks_server *srv);
 void sks__serve_end(sks_server *srv);
-/* Pre-fork mixin state release. */
-void sks__prefork_free(sks_server *srv);
-/* Thread-pool mixin: its part of sks_server_stats, and its release. */
-void sks__pool_stats(sks_server *srv, sks_stats *out);
-void sks__pool_free(sks_server *srv);
+/* Admission (admission.c): the loop takes a request it has verified, or
+ * turns it away; stream requests admitted are listed for a drain. */
+bool sks__at_limit(const sks_server *srv);
+void sks__admit(sks_server *srv, sks_request *req);
+void sks__refuse(sks_server *srv, sks_request *req, bool overload);
+void sks__inflight_remove(sks_server *srv, sks_request *req);
+size_t sks__inflight_cut(sks_server *srv);
+/* The loop (loop.c): what a drain and a pre-forked child need of it. */
+bool sks__is_serving(sks_server *srv);
 void sks__wake(sks_server *srv);              /* async-signal-safe */
 void sks__server_ref(sks_server *srv);
 void sks__server_unref(sks_server *srv);

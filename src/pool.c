@@ -2,10 +2,10 @@
  * pool.c - ThreadPoolMixIn: a bounded pool of worker threads fed by a
  * bounded queue, and the predefined Pool*Server tables.
  *
- * The bound is enforced by the loop, not here: the mixin sets the server's
- * concurrency limit to max_workers + queue_size, and the loop stops
- * accepting (or refuses) when that many requests are in flight.  So the
- * queue never overflows and process_request never blocks the loop.
+ * The bound is enforced by the loop, not here: the model's limit is
+ * max_workers + queue_size, and the loop stops accepting (or refuses) when
+ * that many requests are in flight.  So the queue never overflows and
+ * process_request never blocks the loop.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -14,6 +14,11 @@
 #include <math.h>
 #include <stdlib.h>
 
+#define DEFAULT_POOL_MIN 4
+#define DEFAULT_POOL_MAX 64
+#define DEFAULT_POOL_QUEUE 64
+#define DEFAULT_POOL_IDLE 30.0
+
 struct worker {
     pthread_t tid;
     struct worker *next;
@@ -21,7 +26,13 @@ struct worker {
     bool detached;  /* server closed without block_on_close: free myself */
 };
 
+/* The model's state, made at server creation; the ring and the first
+ * workers when the first request comes (sks_server_set_pool may still
+ * size them until then). */
 struct sks__pool {
+    size_t min_workers, max_workers, queue_size;
+    double idle_timeout;
+    bool started;
     pthread_mutex_t lock;
     pthread_cond_t work;
     sks_request **ring;
@@ -33,6 +44,7 @@ struct sks__pool {
 
 struct start {
     sks_server *srv;
+    struct sks__pool *pool;
     struct worker *self;
 };
 
@@ -49,6 +61,7 @@ static int spawn(sks_server *srv, struct sks__pool *p)
         return ENOMEM;
     }
     st->srv = srv;
+    st->pool = p;
     st->self = w;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -69,32 +82,20 @@ static int spawn(sks_server *srv, struct sks__pool *p)
     return 0;
 }
 
-static struct sks__pool *pool_of(sks_server *srv)
+/* The ring and the first workers, at the first request. */
+static int start(sks_server *srv, struct sks__pool *p)
 {
-    if (srv->pool != NULL)
-        return srv->pool;
-    struct sks__pool *p = calloc(1, sizeof(*p));
-    if (p == NULL)
-        return NULL;
-    p->cap = srv->pool_max + srv->pool_queue;
+    p->cap = p->max_workers + p->queue_size;
     p->ring = calloc(p->cap, sizeof(*p->ring));
-    if (p->ring == NULL) {
-        free(p);
-        return NULL;
-    }
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->work, NULL);
-    /* Published under the server's lock: sks_server_stats reads it from
-     * any thread. */
-    pthread_mutex_lock(&srv->lock);
-    srv->pool = p;
-    pthread_mutex_unlock(&srv->lock);
+    if (p->ring == NULL)
+        return -ENOMEM;
     pthread_mutex_lock(&p->lock);
-    for (size_t i = 0; i < srv->pool_min; i++)
+    p->started = true;
+    for (size_t i = 0; i < p->min_workers; i++)
         if (spawn(srv, p) != 0)
             break; /* fewer to start with; more are made on demand */
     pthread_mutex_unlock(&p->lock);
-    return p;
+    return 0;
 }
 
 static void add_seconds(struct timespec *ts, double s)
@@ -114,7 +115,7 @@ static void *worker_main(void *arg)
     struct start *st = arg;
     sks_server *srv = st->srv;
     struct worker *self = st->self;
-    struct sks__pool *p = srv->pool;
+    struct sks__pool *p = st->pool;
     free(st);
 
     pthread_mutex_lock(&p->lock);
@@ -122,15 +123,16 @@ static void *worker_main(void *arg)
         while (p->count == 0 && !p->stopping) {
             p->idle++;
             int r;
-            if (p->workers > srv->pool_min) {
+            if (p->workers > p->min_workers) {
                 struct timespec until;
-                add_seconds(&until, srv->pool_idle);
+                add_seconds(&until, p->idle_timeout);
                 r = pthread_cond_timedwait(&p->work, &p->lock, &until);
             } else {
                 r = pthread_cond_wait(&p->work, &p->lock);
             }
             p->idle--;
-            if (r == ETIMEDOUT && p->count == 0 && p->workers > srv->pool_min)
+            if (r == ETIMEDOUT && p->count == 0 &&
+                p->workers > p->min_workers)
                 goto leave;
         }
         if (p->count == 0)
@@ -141,7 +143,7 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&p->lock);
 
         int err = srv->ops->finish_request(srv, req);
-        if (err != 0)
+        if (err < 0)
             sks_server_handle_error(srv, req, err);
         sks_server_shutdown_request(srv, req);
 
@@ -184,14 +186,14 @@ static void reap(struct sks__pool *p)
 
 int sks_pool_process_request(sks_server *srv, sks_request *req)
 {
-    struct sks__pool *p = pool_of(srv);
+    struct sks__pool *p = sks__model_state(srv, &sks__pool_model);
     if (p == NULL)
-        return -ENOMEM;
-    /* Written only when it changes: workers read it as their requests
-     * end (sks__count_end), and a rewrite of the same value is still a
-     * data race for them. */
-    if (srv->mixin_limit != srv->pool_max + srv->pool_queue)
-        srv->mixin_limit = srv->pool_max + srv->pool_queue;
+        return -EINVAL; /* a table naming this hook but another model */
+    if (!p->started) {
+        int serr = start(srv, p);
+        if (serr != 0)
+            return serr;
+    }
     reap(p);
 
     pthread_mutex_lock(&p->lock);
@@ -204,7 +206,7 @@ int sks_pool_process_request(sks_server *srv, sks_request *req)
     p->ring[(p->head + p->count) % p->cap] = req;
     p->count++;
     int err = 0;
-    if (p->idle < p->count && p->workers < srv->pool_max)
+    if (p->idle < p->count && p->workers < p->max_workers)
         err = spawn(srv, p);
     if (err != 0 && p->workers == 0) {
         /* Nobody would ever serve it: take it back, the loop reports. */
@@ -219,16 +221,17 @@ int sks_pool_process_request(sks_server *srv, sks_request *req)
 
 void sks_pool_service_actions(sks_server *srv)
 {
-    if (srv->pool != NULL)
-        reap(srv->pool);
-    srv->ops->parent->service_actions(srv);
+    struct sks__pool *p = sks__model_state(srv, &sks__pool_model);
+    if (p != NULL)
+        reap(p);
+    sks__model_super(srv, &sks__pool_model)->service_actions(srv);
 }
 
-void sks_pool_server_close(sks_server *srv)
+/* Runs again harmlessly: the second time finds no worker and no queue. */
+static void pool_close(sks_server *srv, void *state)
 {
-    struct sks__pool *p = srv->pool;
-    srv->ops->parent->server_close(srv);
-    if (p == NULL)
+    struct sks__pool *p = state;
+    if (!p->started)
         return;
 
     sks_request **dropped = NULL;
@@ -274,52 +277,92 @@ void sks_pool_server_close(sks_server *srv)
     }
 }
 
-void sks__pool_stats(sks_server *srv, sks_stats *out)
+void sks_pool_server_close(sks_server *srv)
 {
-    pthread_mutex_lock(&srv->lock);
-    struct sks__pool *p = srv->pool;
-    pthread_mutex_unlock(&srv->lock);
+    sks__model_super(srv, &sks__pool_model)->server_close(srv);
+    void *p = sks__model_state(srv, &sks__pool_model);
+    if (p != NULL)
+        pool_close(srv, p);
+}
+
+static int pool_attach(sks_server *srv, void **state)
+{
+    (void)srv;
+    struct sks__pool *p = calloc(1, sizeof(*p));
     if (p == NULL)
-        return;
+        return -ENOMEM;
+    p->min_workers = DEFAULT_POOL_MIN;
+    p->max_workers = DEFAULT_POOL_MAX;
+    p->queue_size = DEFAULT_POOL_QUEUE;
+    p->idle_timeout = DEFAULT_POOL_IDLE;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    *state = p;
+    return 0;
+}
+
+/* The loop stops accepting (or refuses, by policy) at this bound. */
+static size_t pool_limit(const void *state)
+{
+    const struct sks__pool *p = state;
+    return p->max_workers + p->queue_size;
+}
+
+static void pool_stats(void *state, sks_stats *out)
+{
+    struct sks__pool *p = state;
     pthread_mutex_lock(&p->lock);
     out->queued = p->count;
     out->workers = p->workers;
     pthread_mutex_unlock(&p->lock);
 }
 
-void sks__pool_free(sks_server *srv)
+static void pool_free(void *state)
 {
-    struct sks__pool *p = srv->pool;
-    if (p == NULL)
-        return;
+    struct sks__pool *p = state;
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->work);
     free(p->ring);
     free(p);
-    srv->pool = NULL;
 }
+
+const sks_model sks__pool_model = {
+    .name = "pool",
+    .roles = SKS__RUNS_REQUESTS,
+    .process_request = sks_pool_process_request,
+    .attach = pool_attach,
+    .limit = pool_limit,
+    .stats = pool_stats,
+    .close = pool_close,
+    .free = pool_free,
+};
 
 int sks_server_set_pool(sks_server *srv, size_t min_workers,
                         size_t max_workers, double idle_timeout,
                         size_t queue_size)
 {
-    if (max_workers == 0 || min_workers > max_workers || srv->pool != NULL ||
-        !(idle_timeout > 0))
+    struct sks__pool *p = sks__model_state(srv, &sks__pool_model);
+    if (max_workers == 0 || min_workers > max_workers ||
+        !(idle_timeout > 0) || (p != NULL && p->started))
         return -EINVAL;
-    srv->pool_min = min_workers;
-    srv->pool_max = max_workers;
-    srv->pool_idle = idle_timeout;
-    srv->pool_queue = queue_size;
+    if (p == NULL)
+        return 0; /* not a pool server: nothing to set */
+    p->min_workers = min_workers;
+    p->max_workers = max_workers;
+    p->idle_timeout = idle_timeout;
+    p->queue_size = queue_size;
     return 0;
 }
 
-void sks_pool_mixin(sks_server_ops *out, const sks_server_ops *base)
+int sks_pool_mixin(sks_server_ops *out, const sks_server_ops *base)
 {
-    *out = *base;
-    out->parent = base;
+    int err = sks__mixin_wrap(out, base, &sks__pool_model);
+    if (err != 0)
+        return err;
     out->process_request = sks_pool_process_request;
     out->service_actions = sks_pool_service_actions;
     out->server_close = sks_pool_server_close;
+    return 0;
 }
 
 #define SKS__POOL_HOOKS                                                      \
@@ -332,6 +375,7 @@ const sks_server_ops sks_pool_tcp_ops = {
     .version = SKS_OPS_VERSION,
     .name = "PoolTCPServer",
     .parent = &sks_tcp_ops,
+    .model = &sks__pool_model,
     SKS__TCP_TRANSPORT,
     SKS__POOL_HOOKS,
 };
@@ -340,6 +384,7 @@ const sks_server_ops sks_pool_udp_ops = {
     .version = SKS_OPS_VERSION,
     .name = "PoolUDPServer",
     .parent = &sks_udp_ops,
+    .model = &sks__pool_model,
     SKS__UDP_TRANSPORT,
     SKS__POOL_HOOKS,
 };
@@ -348,6 +393,7 @@ const sks_server_ops sks_pool_unix_stream_ops = {
     .version = SKS_OPS_VERSION,
     .name = "PoolUnixStreamServer",
     .parent = &sks_unix_stream_ops,
+    .model = &sks__pool_model,
     SKS__UNIX_STREAM_TRANSPORT,
     SKS__POOL_HOOKS,
 };
@@ -356,6 +402,7 @@ const sks_server_ops sks_pool_unix_dgram_ops = {
     .version = SKS_OPS_VERSION,
     .name = "PoolUnixDatagramServer",
     .parent = &sks_unix_dgram_ops,
+    .model = &sks__pool_model,
     SKS__UNIX_DGRAM_TRANSPORT,
     SKS__POOL_HOOKS,
 };

@@ -23,8 +23,14 @@
 
 /* How often the parent looks for children that died without telling it. */
 #define SUPERVISE_MS 100
+#define DEFAULT_PREFORK_TIMEOUT 5.0
 
+/* The model's state.  In a child, stop_after is its quota of requests
+ * (0: none) and pids is empty. */
 struct sks__prefork {
+    size_t workers, max_requests;
+    double timeout;
+    size_t stop_after;
     pid_t *pids;   /* live children (srv->lock for readers) */
     size_t n, cap;
 };
@@ -40,8 +46,8 @@ static void child_on_term(int sig)
     sks_server_request_shutdown(child_server); /* async-signal-safe */
 }
 
-_Noreturn static void run_child(sks_server *srv, double poll_interval,
-                                const sigset_t *mask)
+_Noreturn static void run_child(sks_server *srv, struct sks__prefork *pf,
+                                double poll_interval, const sigset_t *mask)
 {
     int parent_wake = srv->wake_wr;
     int wake[2];
@@ -60,10 +66,12 @@ _Noreturn static void run_child(sks_server *srv, double poll_interval,
     srv->is_shut_down = false;
     atomic_store(&srv->shutdown_request, 0);
     srv->unlink_on_close = false;
-    srv->stop_after = srv->prefork_max_requests;
+    pf->stop_after = pf->max_requests;
     /* The parent's table of children: freed, not just dropped, or the
      * child would leave it unreachable (memcheck: definitely lost). */
-    sks__prefork_free(srv);
+    free(pf->pids);
+    pf->pids = NULL;
+    pf->n = pf->cap = 0;
 
     child_server = srv;
     struct sigaction sa = { .sa_handler = child_on_term };
@@ -73,7 +81,7 @@ _Noreturn static void run_child(sks_server *srv, double poll_interval,
     pthread_sigmask(SIG_SETMASK, mask, NULL); /* see spawn */
 
     int rc = sks_base_serve_forever(srv, poll_interval);
-    (void)sks_server_drain(srv, srv->prefork_timeout, NULL, NULL);
+    (void)sks_server_drain(srv, pf->timeout, NULL, NULL);
     sks_server_close(srv);
     char c = 1;
     (void)!write(parent_wake, &c, 1); /* reap me now */
@@ -106,7 +114,7 @@ static int spawn(sks_server *srv, struct sks__prefork *pf, double poll)
     pthread_sigmask(SIG_BLOCK, &term, &old);
     pid_t pid = fork();
     if (pid == 0)
-        run_child(srv, poll, &old);
+        run_child(srv, pf, poll, &old);
     int err = pid < 0 ? -errno : 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0)
@@ -155,30 +163,22 @@ static void nap(sks_server *srv, int ms)
     }
 }
 
-static size_t wanted_workers(const sks_server *srv)
+static size_t wanted_workers(const struct sks__prefork *pf)
 {
-    if (srv->prefork_workers != 0)
-        return srv->prefork_workers;
+    if (pf->workers != 0)
+        return pf->workers;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (size_t)n : 1;
 }
 
 int sks_prefork_serve_forever(sks_server *srv, double poll_interval)
 {
+    struct sks__prefork *pf = sks__model_state(srv, &sks__prefork_model);
     if (srv->closed || srv->fd < 0)
         return SKS_ECLOSED;
-    if (srv->prefork == NULL) {
-        struct sks__prefork *fresh = calloc(1, sizeof(*fresh));
-        if (fresh == NULL)
-            return -ENOMEM;
-        /* Published under the lock: sks_server_prefork_children reads it
-         * from any thread. */
-        pthread_mutex_lock(&srv->lock);
-        srv->prefork = fresh;
-        pthread_mutex_unlock(&srv->lock);
-    }
-    struct sks__prefork *pf = srv->prefork;
-    size_t want = wanted_workers(srv);
+    if (pf == NULL)
+        return -EINVAL; /* a table naming this hook but another model */
+    size_t want = wanted_workers(pf);
     int rc = sks__serve_begin(srv);
     if (rc != 0)
         return rc;
@@ -195,7 +195,7 @@ int sks_prefork_serve_forever(sks_server *srv, double poll_interval)
 
     /* Shutdown: every child drains for up to the timeout, then leaves. */
     signal_all(pf, SIGTERM);
-    double deadline = sks__now() + srv->prefork_timeout + 1.0;
+    double deadline = sks__now() + pf->timeout + 1.0;
     while (pf->n > 0 && sks__now() < deadline) {
         nap(srv, sks__ms_until(deadline) < SUPERVISE_MS ? sks__ms_until(deadline)
                                                         : SUPERVISE_MS);
@@ -209,13 +209,14 @@ int sks_prefork_serve_forever(sks_server *srv, double poll_interval)
 
 size_t sks_server_prefork_children(sks_server *srv, pid_t *pids, size_t cap)
 {
+    struct sks__prefork *pf = sks__model_state(srv, &sks__prefork_model);
     size_t n = 0;
+    if (pf == NULL)
+        return 0;
     pthread_mutex_lock(&srv->lock);
-    if (srv->prefork != NULL) {
-        n = srv->prefork->n;
-        for (size_t i = 0; i < n && i < cap; i++)
-            pids[i] = srv->prefork->pids[i];
-    }
+    n = pf->n;
+    for (size_t i = 0; i < n && i < cap; i++)
+        pids[i] = pf->pids[i];
     pthread_mutex_unlock(&srv->lock);
     return n;
 }
@@ -223,34 +224,69 @@ size_t sks_server_prefork_children(sks_server *srv, pid_t *pids, size_t cap)
 int sks_server_set_prefork(sks_server *srv, size_t workers,
                            size_t max_requests_per_child, double timeout)
 {
+    struct sks__prefork *pf = sks__model_state(srv, &sks__prefork_model);
     if (!(timeout >= 0) || workers > 4096)
         return -EINVAL;
-    srv->prefork_workers = workers;
-    srv->prefork_max_requests = max_requests_per_child;
-    srv->prefork_timeout = timeout;
+    if (pf == NULL)
+        return 0; /* not a pre-forking server: nothing to set */
+    pf->workers = workers;
+    pf->max_requests = max_requests_per_child;
+    pf->timeout = timeout;
     return 0;
 }
 
-void sks__prefork_free(sks_server *srv)
+static int prefork_attach(sks_server *srv, void **state)
 {
-    if (srv->prefork == NULL)
-        return;
-    free(srv->prefork->pids);
-    free(srv->prefork);
-    srv->prefork = NULL;
+    (void)srv;
+    struct sks__prefork *pf = calloc(1, sizeof(*pf));
+    if (pf == NULL)
+        return -ENOMEM;
+    pf->timeout = DEFAULT_PREFORK_TIMEOUT;
+    *state = pf;
+    return 0;
 }
 
-void sks_prefork_mixin(sks_server_ops *out, const sks_server_ops *base)
+/* A pre-forked child recycles itself after its quota. */
+static bool prefork_done(sks_server *srv, void *state)
 {
-    /* Only serve_forever changes, and `parent` stays base's: the mixin
-     * base may be (threading, pool) keeps finding its own parent. */
-    *out = *base;
+    const struct sks__prefork *pf = state;
+    return pf->stop_after != 0 &&
+           atomic_load(&srv->accepted) >= pf->stop_after;
+}
+
+static void prefork_free(void *state)
+{
+    struct sks__prefork *pf = state;
+    free(pf->pids);
+    free(pf);
+}
+
+const sks_model sks__prefork_model = {
+    .name = "prefork",
+    .roles = SKS__RUNS_LOOP,
+    .serve_forever = sks_prefork_serve_forever,
+    .attach = prefork_attach,
+    .done = prefork_done,
+    .free = prefork_free,
+};
+
+/* Only serve_forever changes: the model that runs requests (threading,
+ * pool, forking, or none), wherever it sits in the chain, runs in each
+ * child, so prefork over X and X over prefork are the same server. */
+int sks_prefork_mixin(sks_server_ops *out, const sks_server_ops *base)
+{
+    int err = sks__mixin_wrap(out, base, &sks__prefork_model);
+    if (err != 0)
+        return err;
     out->serve_forever = sks_prefork_serve_forever;
+    return 0;
 }
 
 const sks_server_ops sks_prefork_tcp_ops = {
     .version = SKS_OPS_VERSION,
     .name = "PreForkTCPServer",
+    .parent = &sks_tcp_ops,
+    .model = &sks__prefork_model,
     SKS__TCP_TRANSPORT,
     SKS__SYNC_HOOKS,
     .server_close = sks_tcp_server_close,
@@ -260,7 +296,8 @@ const sks_server_ops sks_prefork_tcp_ops = {
 const sks_server_ops sks_prefork_threading_tcp_ops = {
     .version = SKS_OPS_VERSION,
     .name = "PreForkThreadingTCPServer",
-    .parent = &sks_tcp_ops,
+    .parent = &sks_threading_tcp_ops,
+    .model = &sks__prefork_model,
     SKS__TCP_TRANSPORT,
     SKS__THREADING_HOOKS,
     .serve_forever = sks_prefork_serve_forever,
@@ -269,6 +306,8 @@ const sks_server_ops sks_prefork_threading_tcp_ops = {
 const sks_server_ops sks_prefork_unix_stream_ops = {
     .version = SKS_OPS_VERSION,
     .name = "PreForkUnixStreamServer",
+    .parent = &sks_unix_stream_ops,
+    .model = &sks__prefork_model,
     SKS__UNIX_STREAM_TRANSPORT,
     SKS__SYNC_HOOKS,
     .server_close = sks_unix_server_close,
@@ -278,6 +317,8 @@ const sks_server_ops sks_prefork_unix_stream_ops = {
 const sks_server_ops sks_prefork_udp_ops = {
     .version = SKS_OPS_VERSION,
     .name = "PreForkUDPServer",
+    .parent = &sks_udp_ops,
+    .model = &sks__prefork_model,
     SKS__UDP_TRANSPORT,
     SKS__SYNC_HOOKS,
     .server_close = sks_tcp_server_close,

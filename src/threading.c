@@ -13,9 +13,22 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#define DEFAULT_MAX_THREADS 1024
+
+/* The model's state.  The counts and the list are kept under srv->lock,
+ * which the request threads share with the serving thread. */
+struct threading {
+    bool daemon_threads;
+    size_t max_threads;
+    size_t nthreads;           /* request threads running */
+    size_t ntracked;           /* joinable threads still running */
+    struct sks__thread *done;  /* joinable threads that ended */
+};
+
 struct sks__thread {
     pthread_t tid;
     sks_server *srv;
+    struct threading *th;
     sks_request *req;
     bool tracked;
     struct sks__thread *next;
@@ -26,20 +39,21 @@ static void *request_thread(void *arg)
     struct sks__thread *t = arg;
     sks_server *srv = t->srv;
     sks_request *req = t->req;
+    struct threading *th = t->th;
     bool tracked = t->tracked;
 
     int err = srv->ops->finish_request(srv, req);
-    if (err != 0)
+    if (err < 0)
         sks_server_handle_error(srv, req, err);
     sks_server_shutdown_request(srv, req);
 
     pthread_mutex_lock(&srv->lock);
-    srv->nthreads--;
+    th->nthreads--;
     if (tracked) {
         /* From here on t belongs to the joiner. */
-        t->next = srv->done;
-        srv->done = t;
-        srv->ntracked--;
+        t->next = th->done;
+        th->done = t;
+        th->ntracked--;
         pthread_cond_broadcast(&srv->cond);
     }
     pthread_mutex_unlock(&srv->lock);
@@ -57,13 +71,13 @@ static void *request_thread(void *arg)
  * a thread stays on the list for a later turn, as Python's reap() keeps
  * the threads still alive.
  */
-static void reap(sks_server *srv, bool wait)
+static void reap(sks_server *srv, struct threading *th, bool wait)
 {
     struct sks__thread *keep = NULL;
 
     pthread_mutex_lock(&srv->lock);
-    struct sks__thread *t = srv->done;
-    srv->done = NULL;
+    struct sks__thread *t = th->done;
+    th->done = NULL;
     pthread_mutex_unlock(&srv->lock);
     while (t != NULL) {
         struct sks__thread *next = t->next;
@@ -84,30 +98,28 @@ static void reap(sks_server *srv, bool wait)
     t = keep;
     while (t->next != NULL)
         t = t->next;
-    t->next = srv->done;
-    srv->done = keep;
+    t->next = th->done;
+    th->done = keep;
     pthread_mutex_unlock(&srv->lock);
 }
 
 int sks_threading_process_request(sks_server *srv, sks_request *req)
 {
+    struct threading *th = sks__model_state(srv, &sks__threading_model);
     pthread_attr_t attr;
     struct sks__thread *t;
     int err;
 
-    reap(srv, false);
-    /* The loop stops accepting at this bound (or refuses, by policy).
-     * Written only when it changes: request threads read it as they end
-     * (sks__count_end), and a rewrite of the same value is still a data
-     * race for them. */
-    if (srv->mixin_limit != srv->max_threads)
-        srv->mixin_limit = srv->max_threads;
+    if (th == NULL)
+        return -EINVAL; /* a table naming this hook but another model */
+    reap(srv, th, false);
     t = calloc(1, sizeof(*t));
     if (t == NULL)
         return -ENOMEM;
     t->srv = srv;
+    t->th = th;
     t->req = req;
-    t->tracked = srv->block_on_close && !srv->daemon_threads;
+    t->tracked = srv->block_on_close && !th->daemon_threads;
 
     if ((err = pthread_attr_init(&attr)) != 0) {
         free(t);
@@ -119,9 +131,9 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
         pthread_attr_setstacksize(&attr, srv->stack_size);
 
     pthread_mutex_lock(&srv->lock);
-    srv->nthreads++;
+    th->nthreads++;
     if (t->tracked)
-        srv->ntracked++;
+        th->ntracked++;
     pthread_mutex_unlock(&srv->lock);
 
     sks__server_ref(srv);
@@ -130,9 +142,9 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
     if (err != 0) {
         /* EAGAIN and friends: the loop reports it and closes the request. */
         pthread_mutex_lock(&srv->lock);
-        srv->nthreads--;
+        th->nthreads--;
         if (t->tracked)
-            srv->ntracked--;
+            th->ntracked--;
         pthread_mutex_unlock(&srv->lock);
         sks__server_unref(srv);
         free(t);
@@ -143,36 +155,92 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
 
 void sks_threading_service_actions(sks_server *srv)
 {
-    reap(srv, false);
-    srv->ops->parent->service_actions(srv);
+    struct threading *th = sks__model_state(srv, &sks__threading_model);
+    if (th != NULL)
+        reap(srv, th, false);
+    sks__model_super(srv, &sks__threading_model)->service_actions(srv);
+}
+
+/* Joinable threads exist only with block_on_close (and no daemon
+ * threads): those are waited for; the rest were detached. */
+static void threading_close(sks_server *srv, void *state)
+{
+    struct threading *th = state;
+    pthread_mutex_lock(&srv->lock);
+    while (th->ntracked > 0)
+        pthread_cond_wait(&srv->cond, &srv->lock);
+    pthread_mutex_unlock(&srv->lock);
+    reap(srv, th, true);
 }
 
 void sks_threading_server_close(sks_server *srv)
 {
     /* Close the listening socket first, then wait: as Python. */
-    srv->ops->parent->server_close(srv);
-    /* Joinable threads exist only with block_on_close (and no daemon
-     * threads): those are waited for; the rest were detached. */
-    pthread_mutex_lock(&srv->lock);
-    while (srv->ntracked > 0)
-        pthread_cond_wait(&srv->cond, &srv->lock);
-    pthread_mutex_unlock(&srv->lock);
-    reap(srv, true);
+    sks__model_super(srv, &sks__threading_model)->server_close(srv);
+    void *th = sks__model_state(srv, &sks__threading_model);
+    if (th != NULL)
+        threading_close(srv, th);
 }
 
-void sks_threading_mixin(sks_server_ops *out, const sks_server_ops *base)
+static int threading_attach(sks_server *srv, void **state)
 {
-    *out = *base;
-    out->parent = base;
+    (void)srv;
+    struct threading *th = calloc(1, sizeof(*th));
+    if (th == NULL)
+        return -ENOMEM;
+    th->max_threads = DEFAULT_MAX_THREADS;
+    *state = th;
+    return 0;
+}
+
+static size_t threading_limit(const void *state)
+{
+    const struct threading *th = state;
+    return th->max_threads;
+}
+
+const sks_model sks__threading_model = {
+    .name = "threading",
+    .roles = SKS__RUNS_REQUESTS,
+    .process_request = sks_threading_process_request,
+    .attach = threading_attach,
+    .limit = threading_limit,
+    .close = threading_close,
+    .free = free,
+};
+
+int sks_server_set_daemon_threads(sks_server *srv, bool on)
+{
+    struct threading *th = sks__model_state(srv, &sks__threading_model);
+    if (th != NULL) /* else not a threading server: nothing to set */
+        th->daemon_threads = on;
+    return 0;
+}
+
+int sks_server_set_max_threads(sks_server *srv, size_t n)
+{
+    struct threading *th = sks__model_state(srv, &sks__threading_model);
+    if (th != NULL)
+        th->max_threads = n;
+    return 0;
+}
+
+int sks_threading_mixin(sks_server_ops *out, const sks_server_ops *base)
+{
+    int err = sks__mixin_wrap(out, base, &sks__threading_model);
+    if (err != 0)
+        return err;
     out->process_request = sks_threading_process_request;
     out->service_actions = sks_threading_service_actions;
     out->server_close = sks_threading_server_close;
+    return 0;
 }
 
 const sks_server_ops sks_threading_tcp_ops = {
     .version = SKS_OPS_VERSION,
     .name = "ThreadingTCPServer",
     .parent = &sks_tcp_ops,
+    .model = &sks__threading_model,
     SKS__TCP_TRANSPORT,
     SKS__THREADING_HOOKS,
 };
@@ -181,6 +249,7 @@ const sks_server_ops sks_threading_udp_ops = {
     .version = SKS_OPS_VERSION,
     .name = "ThreadingUDPServer",
     .parent = &sks_udp_ops,
+    .model = &sks__threading_model,
     SKS__UDP_TRANSPORT,
     SKS__THREADING_HOOKS,
 };
@@ -189,6 +258,7 @@ const sks_server_ops sks_threading_unix_stream_ops = {
     .version = SKS_OPS_VERSION,
     .name = "ThreadingUnixStreamServer",
     .parent = &sks_unix_stream_ops,
+    .model = &sks__threading_model,
     SKS__UNIX_STREAM_TRANSPORT,
     SKS__THREADING_HOOKS,
 };
@@ -197,6 +267,7 @@ const sks_server_ops sks_threading_unix_dgram_ops = {
     .version = SKS_OPS_VERSION,
     .name = "ThreadingUnixDatagramServer",
     .parent = &sks_unix_dgram_ops,
+    .model = &sks__threading_model,
     SKS__UNIX_DGRAM_TRANSPORT,
     SKS__THREADING_HOOKS,
 };

@@ -353,6 +353,69 @@ static void test_drain_reports_finished_and_cut_together(void **state)
     ts_stop(&ts);
 }
 
+/* The loop's housekeeping, slowed down: each turn waits a little before
+ * it reaps, so a drain that starts meanwhile cuts children while the loop
+ * is about to reap them. */
+static void slow_service_actions(sks_server *srv)
+{
+    sleep_ms(20);
+    sks_forking_service_actions(srv);
+}
+
+/*
+ * A drain with no grace (timeout 0) while a forking server is busy: client
+ * processes keep arriving, so the drain signals the children while the
+ * loop is still forking and reaping them (each loop turn waits 20 ms
+ * before it reaps, so the two overlap).  Every child ends (cut or done),
+ * and under ThreadSanitizer the child list is never read while it changes
+ * (make tsan runs this).
+ */
+static void test_drain_at_timeout_0_under_forking_load(void **state)
+{
+    (void)state;
+    enum { HOLDERS = 4, LOAD = 16 };
+    if (!example_exists("echo_client"))
+        skip();
+    reset_state();
+    static sks_server_ops slow;
+    slow = *with_hooks(&sks_forking_tcp_ops, 20);
+    slow.service_actions = slow_service_actions;
+    test_server ts;
+    ts_serve(&ts, new_server(&slow, "127.0.0.1:0", &drain_handler, 0,
+                             SKS_OVERLOAD_BACKPRESSURE), 0.01);
+    int held[HOLDERS];
+    for (int i = 0; i < HOLDERS; i++)
+        held[i] = holding_client(ts.address);
+    test_proc load[LOAD];
+    for (int i = 0; i < LOAD; i++) {
+        char *argv[] = { "echo_client", ts.address, "x", NULL };
+        load[i] = (test_proc)TEST_PROC_NONE;
+        proc_spawn(&load[i], argv);
+    }
+    /* Some of the load taken (the rest still arriving). */
+    sks_stats st;
+    for (int i = 0; i < 5000; i++) {
+        sks_server_stats(ts.srv, &st);
+        if (st.accepted >= HOLDERS + 2)
+            break;
+        sleep_ms(2);
+    }
+    assert_true(st.accepted >= HOLDERS + 2);
+
+    size_t finished = 99, cut = 99;
+    assert_int_equal(sks_server_drain(ts.srv, 0, &finished, &cut), 0);
+    assert_true(cut >= HOLDERS);
+    assert_int_equal(sks_server_active_children(ts.srv), 0);
+    assert_int_equal(sks_server_active_requests(ts.srv), 0);
+
+    for (int i = 0; i < LOAD; i++)
+        proc_kill(&load[i]); /* some wait in the backlog, unanswered */
+    for (int i = 0; i < HOLDERS; i++)
+        client_hang_up(held[i]);
+    ts_stop(&ts);
+    assert_int_equal(count_children(), 0);
+}
+
 /* From the serving thread (a synchronous server's handler) a drain would
  * wait for its own request: it refuses with -EDEADLK at once. */
 static void test_drain_from_the_serving_thread_fails_with_edeadlk(void **state)
@@ -788,6 +851,7 @@ int main(void)
         cmocka_unit_test(test_drain_cuts_a_request_outliving_the_deadline_forking),
         cmocka_unit_test(test_drain_cuts_a_request_outliving_the_deadline_pool),
         cmocka_unit_test(test_drain_reports_finished_and_cut_together),
+        cmocka_unit_test(test_drain_at_timeout_0_under_forking_load),
         cmocka_unit_test(test_drain_from_the_serving_thread_fails_with_edeadlk),
         cmocka_unit_test(test_shutdown_wakes_the_loop_at_once_despite_10s_poll_interval),
         cmocka_unit_test(test_counters_add_up_with_refusals_and_failures_sync),

@@ -397,10 +397,52 @@ static void test_signals_interrupting_the_wait_do_not_stop_the_loop(
     interruptions_end(&old);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Async-signal safety                                                       */
+
+static sks_server *signalled;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    sks_server_request_shutdown(signalled);
+}
+
+/*
+ * A signal handler that asks for a shutdown runs between the interrupted
+ * code's failing call and its read of errno: errno must be what that call
+ * set.  Driven deterministically: the wake-up pipe is filled first (every
+ * request writes a byte and nobody serves), so the handler's write fails
+ * with EAGAIN; the signal is raised synchronously.
+ */
+static void test_request_shutdown_from_signal_handler_keeps_errno(void **state)
+{
+    (void)state;
+    signalled = ts_new(&sks_tcp_ops, "127.0.0.1:0", &echo_lines_stream, NULL,
+                       0);
+    /* A pipe holds 64 KiB by default: more requests than that fill it. */
+    for (int i = 0; i < 70000; i++)
+        sks_server_request_shutdown(signalled);
+    struct sigaction sa = { .sa_handler = on_usr1 }, old;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+
+    errno = EDOM; /* what a failing call set, about to be read */
+    raise(SIGUSR1);
+    int seen = errno;
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    assert_int_equal(seen, EDOM);
+
+    /* And the shutdown it asked for holds: serve_forever returns at once. */
+    assert_int_equal(sks_server_serve_forever(signalled, 10.0), 0);
+    sks_server_free(signalled);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_echo_three_times_then_shutdown_join_close),
+        cmocka_unit_test(test_request_shutdown_from_signal_handler_keeps_errno),
         cmocka_unit_test(test_twenty_servers_shut_down_right_after_start),
         cmocka_unit_test(test_free_closes_the_server_exactly_once),
         cmocka_unit_test(test_shutdown_returns_within_100ms_despite_10s_poll),

@@ -2,7 +2,8 @@
  * test_mixins.c - how the concurrency mixins compose: with a user's
  * overrides in a copy of a predefined table, with a user's own table
  * wrapped by sks_threading_mixin()/sks_forking_mixin(), and with overrides
- * in a copy of the mixin's output; the eight predefined tables; and the
+ * in a copy of the mixin's output; the eight predefined tables; every pair
+ * of stacked mixins; and the
  * threading and forking echo examples serving others while a client idles.
  */
 #define _GNU_SOURCE
@@ -213,7 +214,7 @@ static void test_threading_mixin_over_user_table_keeps_every_override(void **sta
     sks_server_ops ops;
     test_server ts;
 
-    sks_threading_mixin(&ops, &mine);
+    assert_int_equal(sks_threading_mixin(&ops, &mine), 0);
     assert_ptr_equal(ops.parent, &mine);
     assert_ptr_equal(ops.process_request, sks_threading_process_request);
     assert_ptr_equal(ops.service_actions, sks_threading_service_actions);
@@ -265,7 +266,7 @@ static void test_override_in_copy_of_mixin_output_applies(void **state)
     sks_server_ops wrapped, ops;
     test_server ts;
 
-    sks_threading_mixin(&wrapped, &mine);
+    assert_int_equal(sks_threading_mixin(&wrapped, &mine), 0);
     ops = wrapped;
     ops.handle_error = other_handle_error;
     reset_state();
@@ -327,7 +328,7 @@ static void test_forking_mixin_over_user_table_keeps_every_override(void **state
     sks_server_ops ops;
     child_report r;
 
-    sks_forking_mixin(&ops, &mine);
+    assert_int_equal(sks_forking_mixin(&ops, &mine), 0);
     assert_ptr_equal(ops.parent, &mine);
     assert_ptr_equal(ops.process_request, sks_forking_process_request);
     assert_ptr_equal(ops.service_actions, sks_forking_service_actions);
@@ -452,11 +453,101 @@ static void test_eight_predefined_tables_are_mixin_over_transport(void **state)
 
         sks_server_ops made;
         if (predefined[i].threading)
-            sks_threading_mixin(&made, predefined[i].base);
+            assert_int_equal(sks_threading_mixin(&made, predefined[i].base), 0);
         else
-            sks_forking_mixin(&made, predefined[i].base);
+            assert_int_equal(sks_forking_mixin(&made, predefined[i].base), 0);
         assert_mixin_of(&made, predefined[i].base, predefined[i].threading);
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stacking mixins                                                           */
+
+typedef int (*mixin_fn)(sks_server_ops *out, const sks_server_ops *base);
+
+static const struct {
+    const char *name;
+    mixin_fn wrap;
+    bool loop; /* prefork: runs the loop; the others run requests */
+} mixins[] = {
+    { "threading", sks_threading_mixin, false },
+    { "forking", sks_forking_mixin, false },
+    { "pool", sks_pool_mixin, false },
+    { "prefork", sks_prefork_mixin, true },
+};
+
+#define NMIXINS (sizeof(mixins) / sizeof(mixins[0]))
+
+/*
+ * Every ordered pair, each over itself too, applied to sks_tcp_ops: a
+ * pair of one model that runs requests and prefork (which runs the loop)
+ * serves, in either order, as pre-forked children running that model; any
+ * other pair is refused by the outer constructor with -EINVAL.  Each pair
+ * that is made is run: it serves a request and shuts down.  Under
+ * ThreadSanitizer, which cannot follow a child that starts threads after a
+ * fork of a multi-threaded process, the pairs whose children run threads
+ * (prefork with threading or pool) are made but not run.
+ */
+static void test_every_pair_of_stacked_mixins_serves_or_is_refused(void **state)
+{
+    (void)state;
+    for (size_t outer = 0; outer < NMIXINS; outer++) {
+        for (size_t inner = 0; inner < NMIXINS; inner++) {
+            sks_server_ops in, ops;
+            bool composes = mixins[outer].loop != mixins[inner].loop;
+            print_message("%s over %s\n", mixins[outer].name,
+                          mixins[inner].name);
+            assert_int_equal(mixins[inner].wrap(&in, &sks_tcp_ops), 0);
+            int rc = mixins[outer].wrap(&ops, &in);
+            if (!composes) {
+                assert_int_equal(rc, -EINVAL);
+                continue;
+            }
+            assert_int_equal(rc, 0);
+            bool forks_only = mixins[outer].wrap == sks_forking_mixin ||
+                              mixins[inner].wrap == sks_forking_mixin;
+            if (UNDER_TSAN && !forks_only)
+                continue;
+            sks_server *srv = ts_new(&ops, "127.0.0.1:0", &echo_lines_stream,
+                                     NULL, 0);
+            assert_int_equal(sks_server_set_prefork(srv, 1, 0, 1.0), 0);
+            test_server ts;
+            ts_serve(&ts, srv, 0.01);
+            expect_echo(ts.address);
+            ts_stop(&ts);
+        }
+    }
+}
+
+/* A "subclass" built by hand: a copy of the threading table that names no
+ * model and whose parent is the threading table itself.  Its hooks are
+ * threading's, found twice along the chain; their super is still the
+ * transport (a super that is threading's own table would call itself). */
+static void test_hand_built_subclass_of_threading_table_serves(void **state)
+{
+    (void)state;
+    static sks_server_ops sub;
+    sub = sks_threading_tcp_ops;
+    sub.name = "MyThreadingTCPServer";
+    sub.model = NULL;
+    sub.parent = &sks_threading_tcp_ops;
+    test_server ts;
+    ts_start(&ts, &sub, "127.0.0.1:0", &echo_lines_stream, NULL, 0.01);
+    expect_echo(ts.address);
+    ts_stop(&ts);
+}
+
+/* The crash a review found: forking over the predefined threading table
+ * recursed through srv->ops->parent until the stack ran out.  Now
+ * refused; and a mixin cannot wrap its own output in place. */
+static void test_forking_over_threading_table_is_refused(void **state)
+{
+    (void)state;
+    sks_server_ops ops = sks_tcp_ops;
+    assert_int_equal(sks_forking_mixin(&ops, &sks_threading_tcp_ops), -EINVAL);
+    assert_int_equal(sks_threading_mixin(&ops, &ops), -EINVAL);
+    assert_int_equal(sks_threading_mixin(NULL, &sks_tcp_ops), -EINVAL);
+    assert_int_equal(sks_threading_mixin(&ops, NULL), -EINVAL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -534,6 +625,9 @@ int main(void)
         cmocka_unit_test(test_forking_table_copy_keeps_verify_request_override),
         cmocka_unit_test(test_forking_mixin_over_user_table_keeps_every_override),
         cmocka_unit_test(test_eight_predefined_tables_are_mixin_over_transport),
+        cmocka_unit_test(test_every_pair_of_stacked_mixins_serves_or_is_refused),
+        cmocka_unit_test(test_forking_over_threading_table_is_refused),
+        cmocka_unit_test(test_hand_built_subclass_of_threading_table_serves),
         cmocka_unit_test_teardown(test_threading_example_serves_others_while_clients_idle,
                                   stop_example),
         cmocka_unit_test_teardown(test_forking_example_serves_others_while_clients_idle,

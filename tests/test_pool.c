@@ -588,7 +588,7 @@ static void test_pool_mixin_keeps_a_users_verify_request(void **state)
     atomic_store(&verified, 0);
     mine = sks_tcp_ops;
     mine.verify_request = deny_second;
-    sks_pool_mixin(&pooled, &mine);
+    assert_int_equal(sks_pool_mixin(&pooled, &mine), 0);
     assert_ptr_equal(pooled.parent, &mine);
     test_server ts;
     ts_serve(&ts, make_pool_server(&pooled, "127.0.0.1:0", &pool_handler, 1,

@@ -438,7 +438,7 @@ static void test_prefork_mixin_over_a_pool_serves_from_the_children(void **state
     (void)state;
     skip_threaded_children_under_tsan();
     static sks_server_ops ops;
-    sks_prefork_mixin(&ops, &sks_pool_tcp_ops);
+    assert_int_equal(sks_prefork_mixin(&ops, &sks_pool_tcp_ops), 0);
     assert_ptr_equal(ops.serve_forever, sks_prefork_serve_forever);
     assert_ptr_equal(ops.process_request, sks_pool_process_request);
     sks_server *srv = NULL;

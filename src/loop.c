@@ -1,0 +1,262 @@
+/*
+ * loop.c - the request loop: Python's serve_forever, handle_request and
+ * _handle_request_noblock, the wait for a request, and the wake-up pipe
+ * that ends that wait.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <unistd.h>
+
+/* Back-off while accept fails for lack of descriptors or memory. */
+#define BACKOFF_FIRST_MS 5
+#define BACKOFF_MAX_MS 100
+/* At a concurrency bound, how often the loop looks again whether a request
+ * has ended (see wait_for_request). */
+#define LIMIT_RECHECK_MS 20
+/* After an eager try of get_request finds nothing waiting, this many
+ * requests are taken after a poll before the loop tries eagerly again
+ * (see sks_base_serve_forever). */
+#define EAGER_PAUSE 16
+
+void sks__wake(sks_server *srv)
+{
+    /* A full pipe already holds a pending wake-up: EAGAIN is fine.  But
+     * this runs in signal handlers (sks_server_request_shutdown), between
+     * the interrupted code's failing call and its read of errno: that
+     * errno must survive. */
+    int saved = errno;
+    char c = 1;
+    ssize_t r;
+    do
+        r = write(srv->wake_wr, &c, 1);
+    while (r < 0 && errno == EINTR);
+    errno = saved;
+}
+
+static void drain_wake(sks_server *srv)
+{
+    char buf[64];
+    while (read(srv->wake_rd, buf, sizeof(buf)) > 0)
+        ;
+}
+
+static bool exhaustion(int err)
+{
+    return err == -EMFILE || err == -ENFILE || err == -ENOBUFS ||
+           err == -ENOMEM;
+}
+
+/* Python's _handle_request_noblock.  Returns true when a request was taken
+ * (whatever became of it). */
+static bool handle_request_noblock(sks_server *srv)
+{
+    const sks_server_ops *ops = srv->ops;
+    sks_request *req = NULL;
+    int err = ops->get_request(srv, &req);
+
+    if (err != 0) {
+        /* Errors are not the handler's business (Python ignores them), but
+         * retrying at once while out of descriptors would spin: pause
+         * accepting for a growing back-off instead. */
+        if (exhaustion(err)) {
+            srv->backoff_ms = srv->backoff_ms ? srv->backoff_ms * 2
+                                              : BACKOFF_FIRST_MS;
+            if (srv->backoff_ms > BACKOFF_MAX_MS)
+                srv->backoff_ms = BACKOFF_MAX_MS;
+            double resume = sks__now() + srv->backoff_ms / 1000.0;
+            srv->accept_resume.tv_sec = (time_t)resume;
+            srv->accept_resume.tv_nsec =
+                (long)((resume - (double)(time_t)resume) * 1e9);
+        }
+        return false;
+    }
+    srv->backoff_ms = 0;
+    if (!ops->verify_request(srv, req)) {
+        sks__refuse(srv, req, false); /* bpo-26309: still shut down */
+        return true;
+    }
+    if (srv->overload_policy == SKS_OVERLOAD_REFUSE && sks__at_limit(srv)) {
+        sks__refuse(srv, req, true);
+        return true;
+    }
+    sks__admit(srv, req);
+    err = ops->process_request(srv, req);
+    if (err < 0) {
+        sks_server_handle_error(srv, req, err);
+        sks_server_shutdown_request(srv, req);
+    }
+    return true;
+}
+
+/*
+ * Waits up to timeout_ms (-1: forever) for the listening socket or the wake
+ * pipe.  Returns 1 when the socket is readable, 0 when not (timeout, wake,
+ * EINTR, accepting paused), SKS_ECLOSED when the socket is gone.
+ */
+static int wait_for_request(sks_server *srv, int timeout_ms)
+{
+    struct pollfd p[2] = {
+        { .fd = srv->wake_rd, .events = POLLIN },
+        { .fd = srv->fd, .events = POLLIN },
+    };
+    nfds_t n = 2;
+
+    if (srv->closed || srv->fd < 0)
+        return SKS_ECLOSED;
+    if (srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
+        sks__at_limit(srv)) {
+        /* A forked child's end is seen only when it is reaped, and its
+         * wake-up byte comes just before its exit (a killed child sends
+         * none): look again soon rather than sleep through it. */
+        n = 1;
+        if (timeout_ms < 0 || timeout_ms > LIMIT_RECHECK_MS)
+            timeout_ms = LIMIT_RECHECK_MS;
+    } else if (srv->backoff_ms != 0) {
+        double resume = (double)srv->accept_resume.tv_sec +
+                        (double)srv->accept_resume.tv_nsec / 1e9;
+        int left = sks__ms_until(resume);
+        if (left > 0) {
+            n = 1;
+            if (timeout_ms < 0 || left < timeout_ms)
+                timeout_ms = left;
+        }
+    }
+    int r = poll(p, n, timeout_ms);
+    if (r < 0)
+        return errno == EINTR ? 0 : -errno;
+    if (p[0].revents)
+        drain_wake(srv);
+    if (n == 2 && (p[1].revents & POLLNVAL))
+        return SKS_ECLOSED;
+    return n == 2 && p[1].revents != 0;
+}
+
+/* True when the loop may try get_request without polling first: the
+ * socket is open, and accepting is neither paused at the concurrency bound
+ * nor backing off after descriptor or memory exhaustion. */
+static bool may_take_eagerly(const sks_server *srv)
+{
+    return !srv->closed && srv->fd >= 0 && srv->backoff_ms == 0 &&
+           !(srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
+             sks__at_limit(srv));
+}
+
+static int seconds_to_ms(double s)
+{
+    /* Negative, or NaN (whose conversion to int would be undefined): no
+     * timer, as poll(-1). */
+    if (!(s >= 0))
+        return -1;
+    if (s > 86400.0)
+        return 86400 * 1000;
+    return (int)ceil(s * 1000.0);
+}
+
+int sks__serve_begin(sks_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    if (srv->serving) {
+        pthread_mutex_unlock(&srv->lock);
+        return -EBUSY;
+    }
+    srv->serving = true;
+    srv->is_shut_down = false;
+    srv->serving_thread = pthread_self();
+    pthread_mutex_unlock(&srv->lock);
+    return 0;
+}
+
+void sks__serve_end(sks_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    atomic_store(&srv->shutdown_request, 0);
+    srv->serving = false;
+    srv->is_shut_down = true;
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+int sks_base_serve_forever(sks_server *srv, double poll_interval)
+{
+    int ms = seconds_to_ms(poll_interval);
+    int rc = sks__serve_begin(srv);
+    if (rc != 0)
+        return rc;
+
+    /*
+     * Eager turns: right after a request was taken the next one is often
+     * waiting already (a busy datagram server, a burst of connections), and
+     * taking it without the poll saves a system call per request, as a
+     * blocking recvfrom or accept loop would.  get_request never blocks
+     * (non-blocking listener, MSG_DONTWAIT datagrams), so a try that finds
+     * nothing costs one -EAGAIN; after such a miss the next EAGER_PAUSE
+     * requests are taken the usual way.  Shutdown is still checked, and
+     * service_actions still runs, every turn.
+     */
+    bool took = false;
+    unsigned pause = 0;
+    while (!atomic_load(&srv->shutdown_request)) {
+        bool eager = took && pause == 0 && may_take_eagerly(srv);
+        int r = eager ? 1 : wait_for_request(srv, ms);
+        /* bpo-35017: a shutdown seen after the wait ends the loop before
+         * another request is accepted. */
+        if (atomic_load(&srv->shutdown_request))
+            break;
+        if (r < 0) {
+            rc = r;
+            break;
+        }
+        took = r > 0 && handle_request_noblock(srv);
+        if (eager && !took)
+            pause = EAGER_PAUSE;
+        else if (took && !eager && pause > 0)
+            pause--;
+        srv->ops->service_actions(srv);
+        /* A model may end the loop (a pre-forked child's quota). */
+        if (sks__models_done(srv))
+            break;
+    }
+    sks__serve_end(srv);
+    return rc;
+}
+
+int sks_server_serve_forever(sks_server *srv, double poll_interval)
+{
+    return srv->ops->serve_forever(srv, poll_interval);
+}
+
+bool sks__is_serving(sks_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    bool serving = srv->serving;
+    pthread_mutex_unlock(&srv->lock);
+    return serving;
+}
+
+int sks_server_handle_request(sks_server *srv)
+{
+    double deadline = srv->timeout >= 0 ? sks__now() + srv->timeout : 0;
+
+    for (;;) {
+        int ms = srv->timeout >= 0 ? sks__ms_until(deadline) : -1;
+        int r = wait_for_request(srv, ms);
+        if (r < 0)
+            return r;
+        if (r > 0 && handle_request_noblock(srv))
+            return 0;
+        /* Still at the bound: only the mixin's housekeeping (a forking
+         * server reaps there) can reopen accepting; without it this call
+         * would wait forever. */
+        if (r == 0 && srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
+            sks__at_limit(srv))
+            srv->ops->service_actions(srv);
+        if (srv->timeout >= 0 && sks__now() >= deadline) {
+            srv->ops->handle_timeout(srv);
+            return -ETIMEDOUT;
+        }
+    }
+}
