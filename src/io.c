@@ -87,45 +87,17 @@ static int after_failure(int fd, short events, double deadline)
 /* ------------------------------------------------------------------------ */
 /* Streams                                                                   */
 
-ssize_t sks__conn_recv(struct sks__conn *c, void *buf, size_t n)
-{
-    double deadline = sks__conn_deadline(c);
-    for (;;) {
-        int err = prepare(c, POLLIN, deadline, true);
-        if (err != 0)
-            return err;
-        ssize_t r = recv(c->fd, buf, n, 0);
-        if (r >= 0)
-            return r;
-        err = after_failure(c->fd, POLLIN, deadline);
-        if (err != 0)
-            return err;
-    }
-}
-
-int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        /* Progress restarts the per-operation timeout. */
-        double deadline = sks__conn_deadline(c);
-        ssize_t w;
-        for (;;) {
-            int err = prepare(c, POLLOUT, deadline, true);
-            if (err != 0)
-                return err;
-            w = send(c->fd, p, n, MSG_NOSIGNAL);
-            if (w >= 0)
-                break;
-            err = after_failure(c->fd, POLLOUT, deadline);
-            if (err != 0)
-                return err;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
+/* One attempt of a stream operation, so that the loop in run() that keeps
+ * its deadline is written once (and a second transport, such as TLS,
+ * would replace attempt() alone). */
+struct op {
+    enum { OP_RECV, OP_PEEK, OP_SEND, OP_SENDFILE } kind;
+    void *buf;          /* OP_RECV, OP_PEEK */
+    const void *data;   /* OP_SEND */
+    size_t n;
+    int in_fd;          /* OP_SENDFILE: the file, at *offset */
+    off_t *offset;
+};
 
 /*
  * sendfile(2) takes no MSG_NOSIGNAL: when the peer has gone, the kernel
@@ -156,39 +128,72 @@ static ssize_t sendfile_nosignal(int fd, int in_fd, off_t *offset, size_t n)
     return r;
 }
 
-ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd, off_t *offset,
-                           size_t n)
+static ssize_t attempt(int fd, const struct op *op)
 {
+    switch (op->kind) {
+    case OP_RECV:
+        return recv(fd, op->buf, op->n, 0);
+    case OP_PEEK:
+        /* MSG_DONTWAIT: the socket stays blocking for the handler, and
+         * this attempt must never block past the deadline. */
+        return recv(fd, op->buf, op->n, MSG_PEEK | MSG_DONTWAIT);
+    case OP_SEND:
+        return send(fd, op->data, op->n, MSG_NOSIGNAL);
+    case OP_SENDFILE:
+        return sendfile_nosignal(fd, op->in_fd, op->offset, op->n);
+    }
+    errno = EINVAL;
+    return -1;
+}
+
+/* Attempts op on c until it succeeds, fails, or its deadline passes. */
+static ssize_t run(struct sks__conn *c, const struct op *op)
+{
+    short events = op->kind == OP_RECV || op->kind == OP_PEEK ? POLLIN
+                                                              : POLLOUT;
     double deadline = sks__conn_deadline(c);
     for (;;) {
-        int err = prepare(c, POLLOUT, deadline, true);
+        int err = prepare(c, events, deadline, op->kind != OP_PEEK);
         if (err != 0)
             return err;
-        ssize_t r = sendfile_nosignal(c->fd, in_fd, offset, n);
+        ssize_t r = attempt(c->fd, op);
         if (r >= 0)
             return r;
-        err = after_failure(c->fd, POLLOUT, deadline);
+        err = after_failure(c->fd, events, deadline);
         if (err != 0)
             return err;
     }
 }
 
+ssize_t sks__conn_recv(struct sks__conn *c, void *buf, size_t n)
+{
+    return run(c, &(struct op){ .kind = OP_RECV, .buf = buf, .n = n });
+}
+
 ssize_t sks__conn_peek(struct sks__conn *c, void *buf, size_t n)
 {
-    /* MSG_DONTWAIT: the socket stays blocking for the handler, and this
-     * attempt must never block past the deadline. */
-    double deadline = sks__conn_deadline(c);
-    for (;;) {
-        int err = prepare(c, POLLIN, deadline, false);
-        if (err != 0)
-            return err;
-        ssize_t k = recv(c->fd, buf, n, MSG_PEEK | MSG_DONTWAIT);
-        if (k >= 0)
-            return k;
-        err = after_failure(c->fd, POLLIN, deadline);
-        if (err != 0)
-            return err;
+    return run(c, &(struct op){ .kind = OP_PEEK, .buf = buf, .n = n });
+}
+
+int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        /* Each step starts a new per-operation timeout: progress. */
+        ssize_t w = run(c, &(struct op){ .kind = OP_SEND, .data = p, .n = n });
+        if (w < 0)
+            return (int)w;
+        p += w;
+        n -= (size_t)w;
     }
+    return 0;
+}
+
+ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd, off_t *offset,
+                           size_t n)
+{
+    return run(c, &(struct op){ .kind = OP_SENDFILE, .n = n, .in_fd = in_fd,
+                                .offset = offset });
 }
 
 int sks__recv_queued(int fd, void *buf, size_t n)

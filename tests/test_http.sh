@@ -480,12 +480,7 @@ import socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
 s = socket.create_connection((host, int(port)), timeout=10)
 s.sendall(b"NOT A REQUEST LINE\r\n\r\n")
-out = b""
-while True:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    out += chunk
+out = b"".join(iter(lambda: s.recv(4096), b""))  # up to the FIN
 assert out.startswith(b"HTTP/1.1 400 "), out
 time.sleep(3.5)
 s.sendall(b"x")

@@ -103,20 +103,27 @@ static void test_free_closes_the_server_exactly_once(void **state)
     sks_server_free(NULL); /* a no-op */
 }
 
+/* Shuts a serving loop down, joins and frees it; fails unless shutdown
+ * returned within 100 ms. */
+static void assert_prompt_shutdown(test_server *ts)
+{
+    double t0 = now_seconds();
+    sks_server_shutdown(ts->srv);
+    double took = now_seconds() - t0;
+    assert_int_equal(pthread_join(ts->thread, NULL), 0);
+    assert_int_equal(ts->serve_rc, 0);
+    sks_server_free(ts->srv);
+    if (took >= 0.1)
+        fail_msg("shutdown took %.3f s", took);
+}
+
 static void test_shutdown_returns_within_100ms_despite_10s_poll(void **state)
 {
     (void)state;
     test_server ts;
     ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL, 10.0);
     assert_serving(&ts); /* the loop has run; it now waits up to 10 s */
-    double t0 = now_seconds();
-    sks_server_shutdown(ts.srv);
-    double took = now_seconds() - t0;
-    assert_int_equal(pthread_join(ts.thread, NULL), 0);
-    assert_int_equal(ts.serve_rc, 0);
-    sks_server_free(ts.srv);
-    if (took >= 0.1)
-        fail_msg("shutdown took %.3f s", took);
+    assert_prompt_shutdown(&ts);
 }
 
 static void test_shutdown_requested_before_serve_forever_ends_it_at_once(
@@ -411,15 +418,8 @@ static void test_shutdown_wakes_a_loop_waiting_without_deadline(void **state)
     assert_serving(&ts); /* now in a wait with no end but a wake-up */
     interrupt_thread(ts.thread, 5);
     assert_serving(&ts);
-    double t0 = now_seconds();
-    sks_server_shutdown(ts.srv);
-    double took = now_seconds() - t0;
-    assert_int_equal(pthread_join(ts.thread, NULL), 0);
-    assert_int_equal(ts.serve_rc, 0);
-    sks_server_free(ts.srv);
+    assert_prompt_shutdown(&ts);
     interruptions_end(&old);
-    if (took >= 0.1)
-        fail_msg("shutdown took %.3f s", took);
 }
 
 /* Signals the thread *arg five times, 40 ms apart (inside its 0.3 s
