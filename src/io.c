@@ -146,8 +146,13 @@ static ssize_t attempt(int fd, const struct op *op)
     return -1;
 }
 
-/* Attempts op on c until it succeeds, fails, or its deadline passes. */
-static ssize_t run(struct sks__conn *c, const struct op *op)
+/* Attempts op on c until it succeeds, fails, or its deadline passes.
+ * Written once, compiled into each operation: there op->kind is a constant
+ * and the switch folds away (make bench-syscalls: 434 user instructions
+ * per echo round trip as a called function, 378 inlined, 348 before the
+ * wait layer). */
+__attribute__((always_inline)) static inline ssize_t
+run(struct sks__conn *c, const struct op *op)
 {
     short events = op->kind == OP_RECV || op->kind == OP_PEEK ? POLLIN
                                                               : POLLOUT;
