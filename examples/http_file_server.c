@@ -286,7 +286,6 @@ static void send_error(struct exchange *x, int status, const char *extra)
 static void linger_close(struct exchange *x)
 {
     int fd = sks_request_fd(sks_handler_request(x->h));
-    struct timeval tick = { .tv_sec = 0, .tv_usec = 250000 };
     char sink[4096];
     size_t total = 0;
     time_t until = time(NULL) + LINGER_SECONDS;
@@ -294,9 +293,10 @@ static void linger_close(struct exchange *x)
     if (sks_wfile_flush(x->out) != 0)
         return;
     shutdown(fd, SHUT_WR);
-    /* A socket option on the request's descriptor, as sks_request_fd is
-     * documented for: short reads now, whatever the handler timeout is. */
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
+    /* Short reads now, whatever the handler timeout is: each read gives
+     * up after a quarter of a second of silence. */
+    if (sks_handler_set_timeout(x->h, 0.25) != 0)
+        return;
     while (total < LINGER_BYTES && time(NULL) <= until) {
         ssize_t n = sks_rfile_read(x->in, sink, sizeof(sink));
         if (n <= 0 && n != -ETIMEDOUT)

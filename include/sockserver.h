@@ -346,8 +346,10 @@ typedef struct sks_handler_class {
                          return in one piece; 0: 8192 (Python's default) */
     size_t wbufsize;  /* 0: unbuffered, every write is sent in full at once
                          (Python's default); else a write buffer size */
-    double timeout;   /* per-operation I/O timeout in seconds; 0: none
-                         (so is INFINITY or any value over INT_MAX) */
+    double timeout;   /* per-operation I/O timeout in seconds (rfile and
+                         wfile; a datagram reply's wait for send-buffer
+                         room); 0: none (so is INFINITY or any value over
+                         INT_MAX).  See sks_handler_set_timeout */
     bool disable_nagle_algorithm; /* TCP_NODELAY on TCP connections */
 } sks_handler_class;
 
@@ -380,13 +382,26 @@ SKS_EXTERN sks_wfile *sks_handler_wfile(const sks_handler *h);
 /* One pointer of per-instance user state, NULL at the start of setup. */
 SKS_EXTERN void *sks_handler_get_user(const sks_handler *h);
 SKS_EXTERN void sks_handler_set_user(sks_handler *h, void *user);
+/*
+ * Changes this instance's per-operation I/O timeout (the class's .timeout,
+ * which setup applied) for the operations that follow on its rfile and
+ * wfile: each fails with -ETIMEDOUT after `seconds` without progress; 0 (or
+ * INFINITY, or over INT_MAX): none.  E.g. a protocol that waits briefly for
+ * a client's last bytes before closing.  Use this rather than a socket
+ * option on sks_request_fd: the library keeps the timeout itself, and a
+ * SO_RCVTIMEO set there does not shorten its reads.  0, or -EINVAL for a
+ * negative or NaN timeout or before a flavour's setup ran.  Thread safety:
+ * the handler's thread.
+ */
+SKS_EXTERN int sks_handler_set_timeout(sks_handler *h, double seconds);
 
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 /* ------------------------------------------------------------------------ */
 
 /* The connected socket (stream) or the server socket (datagram).  Use it
- * for socket options; do the I/O through rfile/wfile. */
+ * for socket options (for timeouts, sks_handler_set_timeout); do the I/O
+ * through rfile/wfile. */
 SKS_EXTERN int sks_request_fd(const sks_request *req);
 SKS_EXTERN const sks_addr *sks_request_client_address(const sks_request *req);
 /* Datagram requests: the packet (NULL and 0 for stream requests), and

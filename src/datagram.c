@@ -9,14 +9,14 @@
 int sks_datagram_setup(sks_handler *h)
 {
     sks_request *req = h->request;
+    h->conn = sks__conn_make(req->fd, h->cls->timeout);
     h->rf = (struct sks_rfile){
-        .fd = -1,
         .buf = (char *)req->packet,
         .cap = req->packet_len ? req->packet_len : 1,
         .end = req->packet_len,
         .eof = true,
     };
-    h->wf = (struct sks_wfile){ .fd = req->fd, .collect = true,
+    h->wf = (struct sks_wfile){ .conn = &h->conn, .collect = true,
                                 .buf = h->reply, .cap = sizeof(h->reply),
                                 .borrowed = true };
     h->rfile = &h->rf;
@@ -30,8 +30,8 @@ int sks_datagram_finish(sks_handler *h)
         return 0;
     /* Always one datagram, even an empty one, and even after handle
      * failed: Python's finish does the same. */
-    int err = sks__sendto(h->wf.fd, h->wf.buf, h->wf.len,
-                          &h->request->client);
+    int err = sks__sendto(h->conn.fd, h->wf.buf, h->wf.len,
+                          &h->request->client, sks__conn_deadline(&h->conn));
     sks__release_files(h);
     return err;
 }

@@ -4,6 +4,8 @@
  */
 #include "internal.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 
 void sks__release_files(sks_handler *h)
@@ -84,4 +86,14 @@ void *sks_handler_get_user(const sks_handler *h)
 void sks_handler_set_user(sks_handler *h, void *user)
 {
     h->user = user;
+}
+
+int sks_handler_set_timeout(sks_handler *h, double seconds)
+{
+    if (h->wfile == NULL || isnan(seconds) || seconds < 0)
+        return -EINVAL;
+    /* Read by the next operation: a kernel timeout already set for the
+     * old value is corrected by the I/O layer when it would overshoot. */
+    h->conn.timeout = sks__conn_make(h->conn.fd, seconds).timeout;
+    return 0;
 }

@@ -6,10 +6,33 @@
 
 #include "sockserver.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
+
+/*
+ * One connection's I/O state, consulted by every read and write on it (the
+ * wait layer: "Waiting and I/O" below).  The stream flavour keeps one per
+ * handler (h->conn) under its rfile and wfile; the PROXY header read makes
+ * one of its own with a deadline.
+ *
+ * An operation's deadline is the nearer of now + timeout and the
+ * connection's deadline (sks__conn_deadline), so a whole-request limit, an
+ * idle limit or a handler-set deadline is one more field folded in there;
+ * a transport other than the kernel's (TLS) is one more pointer here.
+ */
+struct sks__conn {
+    int fd;
+    double timeout;     /* per operation: -ETIMEDOUT after this long with
+                           no progress (seconds); INFINITY: none */
+    double deadline;    /* the connection's own limit, whatever the
+                           progress (sks__now() seconds); INFINITY: none */
+    /* Kernel timeouts the blocking backend has set on fd (SO_RCVTIMEO,
+     * SO_SNDTIMEO), in seconds; 0: none set.  The backend's, not io.c's. */
+    double rcv_timeo, snd_timeo;
+};
 
 struct sks_request {
     int fd;             /* connection (stream) or server socket (datagram) */
@@ -30,7 +53,7 @@ struct sks_request {
 };
 
 struct sks_rfile {
-    int fd;             /* -1: memory only (a datagram) */
+    struct sks__conn *conn; /* NULL: memory only (a datagram) */
     char *buf;
     size_t cap, pos, end;
     bool eof;
@@ -38,7 +61,7 @@ struct sks_rfile {
 };
 
 struct sks_wfile {
-    int fd;
+    struct sks__conn *conn; /* a datagram's: the server socket's */
     char *buf;
     size_t cap, len;
     bool collect;       /* datagram: gather everything, send in finish */
@@ -54,6 +77,7 @@ struct sks_handler {
     sks_wfile *wfile;
     struct sks_rfile rf;
     struct sks_wfile wf;
+    struct sks__conn conn; /* under rf and wf, once a flavour's setup ran */
     /* A datagram reply starts here: most fit, and then answering takes no
      * allocation per datagram. */
     char reply[512];
@@ -251,24 +275,108 @@ void sks__server_unref(sks_server *srv);
 /* Binds srv->fd to srv->address with the reuse options; updates address. */
 int sks__bind(sks_server *srv);
 
-/* System-call layer: every byte a handler reads or writes, and every
- * datagram, passes here (EINTR retried, no SIGPIPE, timeouts mapped). */
-ssize_t sks__recv(int fd, void *buf, size_t n);
-int sks__send_all(int fd, const void *buf, size_t n);
-/* One sendfile(2) from in_fd at *offset (advanced) to the socket fd:
- * bytes sent, 0 at end of file, or -errno; never raises SIGPIPE. */
-ssize_t sks__sendfile(int fd, int in_fd, off_t *offset, size_t n);
-int sks__sendto(int fd, const void *buf, size_t n, const sks_addr *to);
-ssize_t sks__recvfrom(int fd, void *buf, size_t cap, sks_addr *from,
-                      bool *truncated);
-void sks__close(int fd);
-/* Waits until fd is readable or the deadline (sks__now() seconds) passes,
- * then peeks at up to n bytes without consuming them: the count, 0 at end
- * of input, -ETIMEDOUT, or -errno. */
-ssize_t sks__peek(int fd, void *buf, size_t n, double deadline);
+/*
+ * Waiting and I/O: clock.c, wait.c, io.c.  See "Waiting in one place" in
+ * docs/DESIGN.md.
+ *
+ * Every wait in the library goes through one primitive, sks__wait, which
+ * takes a deadline on the monotonic clock; every byte goes through io.c,
+ * which tries the system call first and calls the wait only when the call
+ * reports EAGAIN (Go's internal/poll.FD.Read).  How a thread waits is its
+ * wait backend: the blocking one (wait.c) blocks in the kernel; a later
+ * model (fibers on an epoll loop) supplies one that parks the calling fiber
+ * instead.  Nothing above io.c and sks__wait knows which is in use.
+ */
+
+/* The monotonic clock (clock.c).  A deadline is a point on it, in
+ * seconds; INFINITY means none. */
+double sks__now(void);
+/* sks__now() + seconds; INFINITY (no deadline) for a negative or NaN
+ * number of seconds. */
+double sks__deadline_in(double seconds);
+/* Milliseconds from now to deadline, for poll(2): rounded up, 0 once it
+ * has passed, -1 for INFINITY, at most a day. */
+int sks__ms_until(double deadline);
+
+/* A connection on fd with a per-operation timeout in the handler class's
+ * convention (0, negative, NaN, INFINITY or over INT_MAX: none). */
+struct sks__conn sks__conn_make(int fd, double timeout);
+/* The deadline of the next operation on c; INFINITY when it has none (the
+ * clock is then not read). */
+double sks__conn_deadline(const struct sks__conn *c);
+
+/*
+ * A wait backend: how the threads that use it wait.  The table is the seam
+ * a concurrency model replaces; sks__wait_use selects one per thread.
+ *
+ *   prepare  Before an attempt that may block in the kernel (recv, send or
+ *            sendfile on a socket in blocking mode) for `events` on c, which
+ *            must return within `left` seconds (> 0, finite).  The blocking
+ *            backend bounds the kernel's own wait with SO_RCVTIMEO or
+ *            SO_SNDTIMEO, set only when the one in force would overshoot
+ *            (or wake far too early): no system call while an operation's
+ *            deadline stays where it was.  NULL: nothing to do (a backend
+ *            whose sockets are non-blocking, so attempts never block).
+ *            0 or -errno.
+ *   wait     Until one of fds[0..n) shows one of its events (revents set),
+ *            or until `deadline` (INFINITY: no limit); n 0: until the
+ *            deadline.  Returns the number ready, 0 once the deadline has
+ *            passed, or -errno; EINTR is not an error (it waits on, to the
+ *            same deadline).
+ *
+ * io.c calls prepare only for operations with a deadline, then attempts
+ * the call, and calls wait only after EAGAIN, which before the deadline is
+ * never reported as a timeout: the socket was non-blocking, or a kernel
+ * timeout ended sooner than the deadline.
+ */
+typedef struct sks__wait_backend {
+    const char *name;
+    int (*prepare)(struct sks__conn *c, short events, double left);
+    int (*wait)(struct pollfd *fds, size_t n, double deadline);
+} sks__wait_backend;
+
+/* poll(2) and the kernel's socket timeouts (wait.c): every thread's
+ * backend until it selects another. */
+extern const sks__wait_backend sks__blocking_wait;
+/* Selects the calling thread's backend (NULL: the blocking one), for every
+ * wait after it; a model calls it at the start of each thread it runs. */
+void sks__wait_use(const sks__wait_backend *backend);
+/* The wait primitive: the calling thread's backend's wait (see above). */
+int sks__wait(struct pollfd *fds, size_t n, double deadline);
+/* The calling thread's backend's prepare, when it has one; else 0. */
+int sks__wait_prepare(struct sks__conn *c, short events, double left);
+
+/*
+ * The system-call layer (io.c): EINTR retried, never SIGPIPE, EAGAIN waited
+ * out to the deadline, -ETIMEDOUT only once the deadline has passed.
+ */
+/* Bytes received (0 at end of input) or -errno. */
+ssize_t sks__conn_recv(struct sks__conn *c, void *buf, size_t n);
+/* All n bytes, each step that makes progress with a new per-operation
+ * timeout; 0 or -errno. */
+int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n);
+/* One sendfile(2) from in_fd at *offset (advanced) to c's socket: bytes
+ * sent, 0 at end of file, or -errno; never raises SIGPIPE. */
+ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd, off_t *offset,
+                           size_t n);
+/* Waits until c's socket is readable or c's deadline passes, then peeks at
+ * up to n bytes without consuming them: the count, 0 at end of input,
+ * -ETIMEDOUT, or -errno. */
+ssize_t sks__conn_peek(struct sks__conn *c, void *buf, size_t n);
 /* Consumes exactly n bytes that are already in fd's receive queue (peeked
  * before), without waiting: 0, -EPROTO if fewer were there, or -errno. */
 int sks__recv_queued(int fd, void *buf, size_t n);
+/* One datagram to `to`, waiting for send-buffer room up to deadline; to a
+ * Unix peer never waiting (-EAGAIN: the reply is dropped).  0 or -errno. */
+int sks__sendto(int fd, const void *buf, size_t n, const sks_addr *to,
+                double deadline);
+/* One datagram if one is queued, never waiting (-EAGAIN: none). */
+ssize_t sks__recvfrom(int fd, void *buf, size_t cap, sks_addr *from,
+                      bool *truncated);
+/* One connection from a non-blocking listener, close-on-exec, never
+ * waiting: its descriptor, or -errno (-EAGAIN: none pending). */
+int sks__accept(int fd, sks_addr *peer);
+void sks__close(int fd);
 
 /*
  * PROXY protocol (proxy.c).  sks__proxy_parse reads a header at the start
@@ -288,10 +396,6 @@ ssize_t sks__proxy_parse(const void *buf, size_t n, unsigned versions,
                          sks__proxy_header *out);
 int sks__proxy_accept(sks_server *srv, sks_request *req);
 #define SKS__PROXY_DEFAULT_TIMEOUT 5.0
-
-/* Monotonic clock helpers. */
-double sks__now(void);
-int sks__ms_until(double deadline);
 
 /*
  * Table fragments, so the predefined tables are written once each without

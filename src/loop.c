@@ -93,17 +93,17 @@ static bool handle_request_noblock(sks_server *srv)
 }
 
 /*
- * Waits up to timeout_ms (-1: forever) for the listening socket or the wake
- * pipe.  Returns 1 when the socket is readable, 0 when not (timeout, wake,
- * EINTR, accepting paused), SKS_ECLOSED when the socket is gone.
+ * Waits until deadline (INFINITY: forever) for the listening socket or the
+ * wake pipe.  Returns 1 when the socket is readable, 0 when not (deadline,
+ * wake, accepting paused), SKS_ECLOSED when the socket is gone.
  */
-static int wait_for_request(sks_server *srv, int timeout_ms)
+static int wait_for_request(sks_server *srv, double deadline)
 {
     struct pollfd p[2] = {
         { .fd = srv->wake_rd, .events = POLLIN },
         { .fd = srv->fd, .events = POLLIN },
     };
-    nfds_t n = 2;
+    size_t n = 2;
 
     if (srv->closed || srv->fd < 0)
         return SKS_ECLOSED;
@@ -113,21 +113,21 @@ static int wait_for_request(sks_server *srv, int timeout_ms)
          * wake-up byte comes just before its exit (a killed child sends
          * none): look again soon rather than sleep through it. */
         n = 1;
-        if (timeout_ms < 0 || timeout_ms > LIMIT_RECHECK_MS)
-            timeout_ms = LIMIT_RECHECK_MS;
+        double recheck = sks__now() + LIMIT_RECHECK_MS / 1000.0;
+        if (recheck < deadline)
+            deadline = recheck;
     } else if (srv->backoff_ms != 0) {
         double resume = (double)srv->accept_resume.tv_sec +
                         (double)srv->accept_resume.tv_nsec / 1e9;
-        int left = sks__ms_until(resume);
-        if (left > 0) {
+        if (resume > sks__now()) {
             n = 1;
-            if (timeout_ms < 0 || left < timeout_ms)
-                timeout_ms = left;
+            if (resume < deadline)
+                deadline = resume;
         }
     }
-    int r = poll(p, n, timeout_ms);
+    int r = sks__wait(p, n, deadline);
     if (r < 0)
-        return errno == EINTR ? 0 : -errno;
+        return r;
     if (p[0].revents)
         drain_wake(srv);
     if (n == 2 && (p[1].revents & POLLNVAL))
@@ -143,17 +143,6 @@ static bool may_take_eagerly(const sks_server *srv)
     return !srv->closed && srv->fd >= 0 && srv->backoff_ms == 0 &&
            !(srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
              sks__at_limit(srv));
-}
-
-static int seconds_to_ms(double s)
-{
-    /* Negative, or NaN (whose conversion to int would be undefined): no
-     * timer, as poll(-1). */
-    if (!(s >= 0))
-        return -1;
-    if (s > 86400.0)
-        return 86400 * 1000;
-    return (int)ceil(s * 1000.0);
 }
 
 int sks__serve_begin(sks_server *srv)
@@ -182,7 +171,6 @@ void sks__serve_end(sks_server *srv)
 
 int sks_base_serve_forever(sks_server *srv, double poll_interval)
 {
-    int ms = seconds_to_ms(poll_interval);
     int rc = sks__serve_begin(srv);
     if (rc != 0)
         return rc;
@@ -201,7 +189,8 @@ int sks_base_serve_forever(sks_server *srv, double poll_interval)
     unsigned pause = 0;
     while (!atomic_load(&srv->shutdown_request)) {
         bool eager = took && pause == 0 && may_take_eagerly(srv);
-        int r = eager ? 1 : wait_for_request(srv, ms);
+        int r = eager ? 1
+                      : wait_for_request(srv, sks__deadline_in(poll_interval));
         /* bpo-35017: a shutdown seen after the wait ends the loop before
          * another request is accepted. */
         if (atomic_load(&srv->shutdown_request))
@@ -239,11 +228,10 @@ bool sks__is_serving(sks_server *srv)
 
 int sks_server_handle_request(sks_server *srv)
 {
-    double deadline = srv->timeout >= 0 ? sks__now() + srv->timeout : 0;
+    double deadline = sks__deadline_in(srv->timeout);
 
     for (;;) {
-        int ms = srv->timeout >= 0 ? sks__ms_until(deadline) : -1;
-        int r = wait_for_request(srv, ms);
+        int r = wait_for_request(srv, deadline);
         if (r < 0)
             return r;
         if (r > 0 && handle_request_noblock(srv))
@@ -254,7 +242,7 @@ int sks_server_handle_request(sks_server *srv)
         if (r == 0 && srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
             sks__at_limit(srv))
             srv->ops->service_actions(srv);
-        if (srv->timeout >= 0 && sks__now() >= deadline) {
+        if (deadline != INFINITY && sks__now() >= deadline) {
             srv->ops->handle_timeout(srv);
             return -ETIMEDOUT;
         }

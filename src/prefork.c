@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -152,11 +151,12 @@ static void signal_all(struct sks__prefork *pf, int sig)
         (void)kill(pf->pids[i], sig);
 }
 
-/* Sleeps on the wake-up pipe: children write to it as they leave. */
-static void nap(sks_server *srv, int ms)
+/* Sleeps on the wake-up pipe until deadline: children write to it as they
+ * leave. */
+static void nap(sks_server *srv, double deadline)
 {
     struct pollfd p = { .fd = srv->wake_rd, .events = POLLIN };
-    if (poll(&p, 1, ms) > 0) {
+    if (sks__wait(&p, 1, deadline) > 0) {
         char buf[64];
         while (read(srv->wake_rd, buf, sizeof(buf)) > 0)
             ;
@@ -188,7 +188,7 @@ int sks_prefork_serve_forever(sks_server *srv, double poll_interval)
          * fork is retried on the next turn, not in a tight loop. */
         while (pf->n < want && spawn(srv, pf, poll_interval) == 0)
             ;
-        nap(srv, SUPERVISE_MS);
+        nap(srv, sks__now() + SUPERVISE_MS / 1000.0);
         reap(srv, pf, false);
         srv->ops->service_actions(srv);
     }
@@ -197,8 +197,8 @@ int sks_prefork_serve_forever(sks_server *srv, double poll_interval)
     signal_all(pf, SIGTERM);
     double deadline = sks__now() + pf->timeout + 1.0;
     while (pf->n > 0 && sks__now() < deadline) {
-        nap(srv, sks__ms_until(deadline) < SUPERVISE_MS ? sks__ms_until(deadline)
-                                                        : SUPERVISE_MS);
+        double turn = sks__now() + SUPERVISE_MS / 1000.0;
+        nap(srv, turn < deadline ? turn : deadline);
         reap(srv, pf, false);
     }
     signal_all(pf, SIGKILL);

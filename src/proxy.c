@@ -454,13 +454,14 @@ int sks__proxy_accept(sks_server *srv, sks_request *req)
     size_t have = 0;
     double timeout = srv->proxy_timeout > 0 ? srv->proxy_timeout
                                             : SKS__PROXY_DEFAULT_TIMEOUT;
-    double deadline = sks__now() + timeout;
+    /* One deadline for the whole header, however it arrives. */
+    struct sks__conn c = sks__conn_make(req->fd, 0);
+    c.deadline = sks__now() + timeout;
 
     if (!trusted(srv, &req->client))
         return -EACCES;
     for (;;) {
-        ssize_t k = sks__peek(req->fd, buf + have, sizeof(buf) - have,
-                              deadline);
+        ssize_t k = sks__conn_peek(&c, buf + have, sizeof(buf) - have);
         if (k < 0)
             return (int)k;
         if (k == 0)

@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,8 +68,9 @@ bool sks_request_truncated(const sks_request *req)
 int sks_request_reply(sks_request *req, const void *buf, size_t n)
 {
     if (req->datagram)
-        return sks__sendto(req->fd, buf, n, &req->client);
-    return sks__send_all(req->fd, buf, n);
+        return sks__sendto(req->fd, buf, n, &req->client, INFINITY);
+    struct sks__conn c = sks__conn_make(req->fd, 0);
+    return sks__conn_send_all(&c, buf, n);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -1,41 +1,20 @@
 /*
  * server.c - BaseServer's life: creation (tables filled, models attached),
- * close and release, shutdown and the graceful drain; and the monotonic
- * clock.  The request object, the loop, admission and the attributes have
- * files of their own.
+ * close and release, shutdown and the graceful drain.  The request object,
+ * the loop, admission, the attributes and the clock have files of their
+ * own.
  */
 #define _GNU_SOURCE
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_PACKET 8192
-
-/* ------------------------------------------------------------------------ */
-/* Clock                                                                     */
-
-double sks__now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-int sks__ms_until(double deadline)
-{
-    double left = deadline - sks__now();
-    if (left <= 0)
-        return 0;
-    if (left > 86400.0)
-        return 86400 * 1000;
-    return (int)ceil(left * 1000.0);
-}
 
 /* ------------------------------------------------------------------------ */
 /* Creation and release                                                      */
@@ -234,8 +213,7 @@ static bool settle(sks_server *srv, double deadline)
             return true;
         if (sks__now() >= deadline)
             return false;
-        struct timespec ts = { .tv_nsec = 2 * 1000000L };
-        nanosleep(&ts, NULL);
+        (void)sks__wait(NULL, 0, sks__now() + 0.002);
     }
 }
 

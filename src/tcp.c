@@ -48,14 +48,10 @@ int sks_tcp_server_activate(sks_server *srv)
 int sks_tcp_get_request(sks_server *srv, sks_request **out)
 {
     sks_addr peer;
-    int fd;
+    int fd = sks__accept(srv->fd, &peer);
 
-    peer.len = sizeof(peer.u.ss);
-    do
-        fd = accept4(srv->fd, &peer.u.sa, &peer.len, SOCK_CLOEXEC);
-    while (fd < 0 && errno == EINTR);
     if (fd < 0)
-        return -errno;
+        return fd;
     sks_request *req = sks__request_new(srv, fd, 0);
     if (req == NULL) {
         sks__close(fd);

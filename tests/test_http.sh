@@ -467,6 +467,35 @@ EOF
     stop_server slow
 }
 
+# After an error the lingering close reads what the client still sends with
+# a short timeout of its own (sks_handler_set_timeout), not the handler's:
+# a silent client is let go after LINGER_SECONDS (2 s) even with a 30 s
+# handler timeout.  Seen from the client: once the server has closed, a
+# byte sent draws a reset, and the next send fails; while it still
+# lingers, both bytes are read.
+test_lingering_close_keeps_its_own_short_timeout() {
+    start_server linger --timeout 30 "127.0.0.1:0" "$R" || return 1
+    python3 - "${ADDR[linger]}" <<'EOF' || { fail "lingering close check failed"; stop_server linger; return 1; }
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=10)
+s.sendall(b"NOT A REQUEST LINE\r\n\r\n")
+out = b"".join(iter(lambda: s.recv(4096), b""))  # up to the FIN
+assert out.startswith(b"HTTP/1.1 400 "), out
+time.sleep(3.5)
+s.sendall(b"x")
+time.sleep(0.3)
+try:
+    s.sendall(b"y")
+    closed = False
+except (BrokenPipeError, ConnectionResetError):
+    closed = True
+s.close()
+assert closed, "the server was still lingering 3.5 s on"
+EOF
+    stop_server linger
+}
+
 test_access_log_has_one_common_log_format_line_per_request() {
     start_server logged "127.0.0.1:0" "$R" || return 1
     local a=${ADDR[logged]}
@@ -604,6 +633,7 @@ TESTS=(
     test_path_traversal_never_leaves_the_root
     test_server_goes_on_after_hostile_input
     test_stalled_client_is_cut_after_the_timeout
+    test_lingering_close_keeps_its_own_short_timeout
     test_access_log_has_one_common_log_format_line_per_request
     test_sigterm_with_an_idle_keep_alive_client_exits_0_at_once
     test_sigint_lets_a_response_in_flight_finish
@@ -621,6 +651,7 @@ needs() {
         test_python_http_client_fetches_over_one_connection | test_malformed_* | \
         test_unknown_method_* | test_unsupported_http_* | test_uri_over_* | \
         test_header_section_* | test_over_100_* | test_stalled_* | \
+        test_lingering_* | \
         test_sigterm_*) echo python3 ;;
     test_http10_* | test_path_traversal_* | test_access_log_* | test_ipv6_*) echo "curl python3" ;;
     *) echo curl ;;

@@ -103,20 +103,27 @@ static void test_free_closes_the_server_exactly_once(void **state)
     sks_server_free(NULL); /* a no-op */
 }
 
+/* Shuts a serving loop down, joins and frees it; fails unless shutdown
+ * returned within 100 ms. */
+static void assert_prompt_shutdown(test_server *ts)
+{
+    double t0 = now_seconds();
+    sks_server_shutdown(ts->srv);
+    double took = now_seconds() - t0;
+    assert_int_equal(pthread_join(ts->thread, NULL), 0);
+    assert_int_equal(ts->serve_rc, 0);
+    sks_server_free(ts->srv);
+    if (took >= 0.1)
+        fail_msg("shutdown took %.3f s", took);
+}
+
 static void test_shutdown_returns_within_100ms_despite_10s_poll(void **state)
 {
     (void)state;
     test_server ts;
     ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL, 10.0);
     assert_serving(&ts); /* the loop has run; it now waits up to 10 s */
-    double t0 = now_seconds();
-    sks_server_shutdown(ts.srv);
-    double took = now_seconds() - t0;
-    assert_int_equal(pthread_join(ts.thread, NULL), 0);
-    assert_int_equal(ts.serve_rc, 0);
-    sks_server_free(ts.srv);
-    if (took >= 0.1)
-        fail_msg("shutdown took %.3f s", took);
+    assert_prompt_shutdown(&ts);
 }
 
 static void test_shutdown_requested_before_serve_forever_ends_it_at_once(
@@ -438,6 +445,60 @@ static void test_request_shutdown_from_signal_handler_keeps_errno(void **state)
     sks_server_free(signalled);
 }
 
+/* A loop waiting with no deadline at all (no poll_interval), interrupted
+ * by signals (the wait goes on to the same deadline), still wakes at once
+ * on shutdown. */
+static void test_shutdown_wakes_a_loop_waiting_without_deadline(void **state)
+{
+    (void)state;
+    struct sigaction old;
+    interruptions_begin(&old);
+
+    test_server ts;
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", echo, NULL, -1.0);
+    assert_serving(&ts); /* now in a wait with no end but a wake-up */
+    interrupt_thread(ts.thread, 5);
+    assert_serving(&ts);
+    assert_prompt_shutdown(&ts);
+    interruptions_end(&old);
+}
+
+/* Signals the thread *arg five times, 40 ms apart (inside its 0.3 s
+ * wait). */
+static void *interrupter(void *arg)
+{
+    pthread_t target = *(pthread_t *)arg;
+    for (int i = 0; i < 5; i++) {
+        sleep_ms(40);
+        (void)pthread_kill(target, SIGUSR2);
+    }
+    return NULL;
+}
+
+/* handle_request's timeout is one deadline: signals during the wait
+ * neither end it early nor push it back. */
+static void test_handle_request_timeout_holds_despite_signals(void **state)
+{
+    (void)state;
+    struct sigaction old;
+    interruptions_begin(&old);
+    sks_server *srv = NULL;
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
+                                    NULL, 0), 0);
+    assert_int_equal(sks_server_set_timeout(srv, 0.3), 0);
+    pthread_t self = pthread_self();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, interrupter, &self), 0);
+    double t0 = now_seconds();
+    assert_int_equal(sks_server_handle_request(srv), -ETIMEDOUT);
+    double took = now_seconds() - t0;
+    assert_int_equal(pthread_join(t, NULL), 0);
+    sks_server_free(srv);
+    interruptions_end(&old);
+    if (took < 0.29 || took > 2.0)
+        fail_msg("handle_request gave up after %.3f s, timeout 0.3 s", took);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -459,6 +520,8 @@ int main(void)
             test_no_pending_connection_accepted_after_shutdown_request),
         cmocka_unit_test(
             test_signal_handler_request_shutdown_stops_serve_forever),
+        cmocka_unit_test(test_shutdown_wakes_a_loop_waiting_without_deadline),
+        cmocka_unit_test(test_handle_request_timeout_holds_despite_signals),
         cmocka_unit_test(
             test_negative_or_nan_poll_interval_serves_and_stops),
         cmocka_unit_test(

@@ -776,6 +776,38 @@ static void test_sync_server_is_held_no_longer_than_the_timeout(void **state)
     assert_int_equal(atomic_load(&handled), 1);
 }
 
+/* One deadline for the whole header: a proxy trickling a byte every
+ * 50 ms (each piece well within the timeout) is still cut at 0.3 s. */
+static void test_header_trickling_in_is_cut_at_one_deadline(void **state)
+{
+    (void)state;
+    test_server ts;
+    char buf[64];
+    int one = 1;
+
+    start(&ts, &sks_threading_tcp_ops, 0, "127.0.0.1:0", SKS_PROXY_ANY, 0.3);
+    int c = client_connect(ts.address);
+    assert_true(c >= 0);
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    double t0 = now_seconds();
+    /* 43 bytes at 50 ms would take 2.1 s; stop at the server's close. */
+    for (size_t i = 0; i < strlen(V1_TCP4) && error_count() == 0; i++) {
+        if (client_send_all(c, V1_TCP4 + i, 1) != 0)
+            break;
+        sleep_ms(50);
+    }
+    assert_int_equal(wait_error(1, 5000), -ETIMEDOUT);
+    double waited = now_seconds() - t0;
+    if (waited < 0.25 || waited > 1.5)
+        fail_msg("cut after %.3f s, header timeout 0.3 s", waited);
+    ssize_t r = client_recv_all(c, buf, sizeof(buf));
+    if (r != 0 && r != -ECONNRESET)
+        fail_msg("expected the connection closed, got %zd", r);
+    client_close(c);
+    ts_stop(&ts);
+    assert_int_equal(atomic_load(&handled), 0);
+}
+
 static void test_forking_and_pool_servers_read_the_header(void **state)
 {
     (void)state;
@@ -943,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_malformed_headers_close_and_report_errors),
         cmocka_unit_test(test_silent_peer_times_out_without_blocking_accept),
         cmocka_unit_test(test_sync_server_is_held_no_longer_than_the_timeout),
+        cmocka_unit_test(test_header_trickling_in_is_cut_at_one_deadline),
         cmocka_unit_test(test_forking_and_pool_servers_read_the_header),
         cmocka_unit_test(test_unix_stream_server_reads_the_header),
         cmocka_unit_test(test_untrusted_peer_is_refused),

@@ -3,12 +3,16 @@
  * StreamRequestHandler): rfile's readline/read/read_all over real TCP
  * segments, wfile's buffering, errors from a vanished peer without
  * SIGPIPE, the handler timeout, TCP_NODELAY, and CPython's
- * SocketWriterTest (complete writes despite signals).
+ * SocketWriterTest (complete writes despite signals); and the wait layer
+ * under them (src/io.c, src/wait.c): deadlines, EAGAIN told apart from a
+ * timeout, kernel timeouts set only when a deadline moves.
  */
 #define _GNU_SOURCE
 #include "support.h"
+#include "../src/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,8 +23,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+/*
+ * The kernel timeouts the library sets on one descriptor, counted: this
+ * definition takes the place of libc's for the whole test program (the
+ * library is linked in statically) and passes every call on.
+ */
+static atomic_int counted_fd = -1;
+static atomic_int timeo_sets;
+
+int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+    if (fd == atomic_load(&counted_fd) && level == SOL_SOCKET &&
+        (name == SO_RCVTIMEO || name == SO_SNDTIMEO))
+        atomic_fetch_add(&timeo_sets, 1);
+    return (int)syscall(SYS_setsockopt, fd, level, name, val, len);
+}
 
 /* ------------------------------------------------------------------------ */
 /* What the handlers saw (written by the serving thread, read after the
@@ -816,6 +837,234 @@ static void test_handler_timeout_ends_write_to_a_client_not_reading(
     assert_true(res.took < 5.0);
 }
 
+/* A socket the handler made non-blocking: EAGAIN means "not yet", and the
+ * read waits for the bytes (as the kernel's timeouts would not: they do
+ * nothing on a non-blocking socket). */
+static int nonblocking_read_handle(sks_handler *h)
+{
+    char line[64];
+    int fd = sks_request_fd(sks_handler_request(h));
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0)
+        return -errno;
+    notify(to_test[1]);
+    double t0 = now_seconds();
+    res.r[0] = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
+    res.took = now_seconds() - t0;
+    res.r[1] = sks_wfile_write(sks_handler_wfile(h), "ok\n", 3);
+    return 0;
+}
+
+static const sks_handler_class nonblocking_5s = {
+    .setup = sks_stream_setup,
+    .handle = nonblocking_read_handle,
+    .finish = sks_stream_finish,
+    .timeout = 5.0,
+};
+
+static void test_eagain_on_a_nonblocking_socket_is_not_a_timeout(void **state)
+{
+    (void)state;
+    test_server ts;
+    char buf[8];
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &nonblocking_5s, NULL, 0.01);
+    int c = client_connect(ts.address);
+    assert_true(c >= 0);
+    assert_true(await(to_test[0])); /* the read is about to start */
+    sleep_ms(150);
+    assert_int_equal(client_send_all(c, "late\n", 5), 0);
+    assert_int_equal(client_recv_line(c, buf, sizeof(buf)), 3);
+    finish_client(c);
+    ts_stop(&ts);
+    assert_int_equal(res.r[0], 5);
+    assert_int_equal(res.r[1], 3);
+    assert_true(res.took >= 0.1);
+}
+
+static const sks_handler_class nonblocking_100ms = {
+    .setup = sks_stream_setup,
+    .handle = nonblocking_read_handle,
+    .finish = sks_stream_finish,
+    .timeout = 0.1,
+};
+
+/* ... and the handler's timeout still ends a wait on it. */
+static void test_timeout_holds_on_a_nonblocking_socket(void **state)
+{
+    (void)state;
+    test_server ts;
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &nonblocking_100ms, NULL,
+             0.01);
+    int c = client_connect(ts.address);
+    assert_true(c >= 0);
+    assert_true(await(to_test[0]));
+    char buf[8];
+    /* Silent: the answer comes after the timeout, then the end. */
+    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 3);
+    client_close(c);
+    ts_stop(&ts);
+    assert_int_equal(res.r[0], -ETIMEDOUT);
+    if (res.took < 0.08 || res.took > 2.0)
+        fail_msg("readline gave up after %.3f s, timeout 0.1 s", res.took);
+}
+
+static int set_timeout_handle(sks_handler *h)
+{
+    char line[64];
+    res.r[1] = sks_handler_set_timeout(h, -1.0);
+    res.r[2] = sks_handler_set_timeout(h, NAN);
+    res.r[3] = sks_handler_set_timeout(h, 0.1);
+    double t0 = now_seconds();
+    res.r[0] = sks_rfile_readline(sks_handler_rfile(h), line, sizeof(line));
+    res.took = now_seconds() - t0;
+    return 0;
+}
+
+static int set_timeout_early_setup(sks_handler *h)
+{
+    res.r[4] = sks_handler_set_timeout(h, 1.0); /* no rfile/wfile yet */
+    return sks_stream_setup(h);
+}
+
+static const sks_handler_class untimed_then_set = {
+    .setup = set_timeout_early_setup,
+    .handle = set_timeout_handle,
+    .finish = sks_stream_finish,
+};
+
+static void test_set_timeout_shortens_the_reads_that_follow(void **state)
+{
+    (void)state;
+    test_server ts;
+    char buf[8];
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &untimed_then_set, NULL, 0.01);
+    int c = client_connect(ts.address);
+    assert_true(c >= 0);
+    /* Silent: without the new timeout the handler would wait for good. */
+    assert_int_equal(client_recv_all(c, buf, sizeof(buf)), 0);
+    client_close(c);
+    ts_stop(&ts);
+    assert_int_equal(res.r[4], -EINVAL);
+    assert_int_equal(res.r[1], -EINVAL);
+    assert_int_equal(res.r[2], -EINVAL);
+    assert_int_equal(res.r[3], 0);
+    assert_int_equal(res.r[0], -ETIMEDOUT);
+    if (res.took < 0.08 || res.took > 2.0)
+        fail_msg("readline gave up after %.3f s, timeout 0.1 s", res.took);
+}
+
+/* The connection's deadline, when nearer than now + timeout, ends a read
+ * and a write; the kernel's timeout is brought down to it. */
+static void test_nearer_deadline_wins_over_the_per_operation_timeout(
+    void **state)
+{
+    (void)state;
+    int sv[2];
+    char b[64];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+                     0);
+    struct sks__conn c = sks__conn_make(sv[0], 5.0);
+
+    c.deadline = sks__now() + 0.1;
+    double t0 = now_seconds();
+    assert_int_equal(sks__conn_recv(&c, b, sizeof(b)), -ETIMEDOUT);
+    double took = now_seconds() - t0;
+    if (took < 0.09 || took > 2.0)
+        fail_msg("read gave up after %.3f s, deadline 0.1 s", took);
+    struct timeval tv;
+    socklen_t len = sizeof(tv);
+    assert_int_equal(getsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, &len),
+                     0);
+    assert_true(tv.tv_sec == 0 && tv.tv_usec > 0 && tv.tv_usec <= 100000);
+
+    /* The peer never reads: the send buffer fills, then the deadline. */
+    static char chunk[1 << 22];
+    c.deadline = sks__now() + 0.1;
+    t0 = now_seconds();
+    assert_int_equal(sks__conn_send_all(&c, chunk, sizeof(chunk)),
+                     -ETIMEDOUT);
+    took = now_seconds() - t0;
+    if (took < 0.09 || took > 2.0)
+        fail_msg("write gave up after %.3f s, deadline 0.1 s", took);
+
+    /* A deadline already passed: no attempt at all. */
+    c.deadline = sks__now() - 1.0;
+    assert_int_equal(sks__conn_send_all(&c, "x", 1), -ETIMEDOUT);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A steady per-operation timeout costs one kernel timeout per direction
+ * for the connection's life, not one per call; no timeout costs none. */
+static void test_steady_timeout_is_set_in_the_kernel_once_per_direction(
+    void **state)
+{
+    (void)state;
+    int sv[2];
+    char b[4];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+                     0);
+    atomic_store(&timeo_sets, 0);
+    atomic_store(&counted_fd, sv[0]);
+
+    struct sks__conn c = sks__conn_make(sv[0], 5.0);
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(write(sv[1], "x", 1), 1);
+        assert_int_equal(sks__conn_recv(&c, b, sizeof(b)), 1);
+        assert_int_equal(sks__conn_send_all(&c, "y", 1), 0);
+        assert_int_equal(read(sv[1], b, sizeof(b)), 1);
+    }
+    assert_int_equal(atomic_load(&timeo_sets), 2);
+
+    struct sks__conn none = sks__conn_make(sv[0], 0);
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(write(sv[1], "x", 1), 1);
+        assert_int_equal(sks__conn_recv(&none, b, sizeof(b)), 1);
+        assert_int_equal(sks__conn_send_all(&none, "y", 1), 0);
+        assert_int_equal(read(sv[1], b, sizeof(b)), 1);
+    }
+    assert_int_equal(atomic_load(&timeo_sets), 2);
+    atomic_store(&counted_fd, -1);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* The seam: a backend selected for a thread is the one its waits use. */
+static atomic_int backend_waits;
+
+static int counting_wait(struct pollfd *fds, size_t n, double deadline)
+{
+    atomic_fetch_add(&backend_waits, 1);
+    return sks__blocking_wait.wait(fds, n, deadline);
+}
+
+static const sks__wait_backend counting = {
+    .name = "counting",
+    .wait = counting_wait, /* no prepare: as for non-blocking sockets */
+};
+
+static void test_a_thread_waits_through_the_backend_it_selected(void **state)
+{
+    (void)state;
+    int sv[2];
+    char b[4];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC |
+                                             SOCK_NONBLOCK, 0, sv), 0);
+    atomic_store(&backend_waits, 0);
+    sks__wait_use(&counting);
+    struct sks__conn c = sks__conn_make(sv[0], 0.05);
+    assert_int_equal(sks__conn_recv(&c, b, sizeof(b)), -ETIMEDOUT);
+    assert_true(atomic_load(&backend_waits) >= 1);
+    int before = atomic_load(&backend_waits);
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    assert_int_equal(sks__conn_recv(&c, b, sizeof(b)), 1); /* no wait */
+    assert_int_equal(atomic_load(&backend_waits), before);
+    sks__wait_use(NULL);
+    assert_int_equal(sks__conn_recv(&c, b, sizeof(b)), -ETIMEDOUT);
+    assert_int_equal(atomic_load(&backend_waits), before);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static int nodelay_handle(sks_handler *h)
 {
     int v = -1;
@@ -1034,6 +1283,12 @@ int main(void)
         T(test_handler_timeout_ends_readline_from_a_silent_client),
         T(test_handler_timeout_ends_write_to_a_client_not_reading),
         T(test_infinite_handler_timeout_means_none),
+        T(test_eagain_on_a_nonblocking_socket_is_not_a_timeout),
+        T(test_timeout_holds_on_a_nonblocking_socket),
+        T(test_set_timeout_shortens_the_reads_that_follow),
+        T(test_nearer_deadline_wins_over_the_per_operation_timeout),
+        T(test_steady_timeout_is_set_in_the_kernel_once_per_direction),
+        T(test_a_thread_waits_through_the_backend_it_selected),
         T(test_disable_nagle_algorithm_sets_tcp_nodelay),
         T(test_wfile_fileno_is_the_request_socket),
         T(test_write_is_complete_despite_signals),

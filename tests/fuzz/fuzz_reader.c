@@ -8,8 +8,10 @@
  * send() are served from the input by the replacements below, which
  * interpose libc's for that one descriptor and pass every other one
  * through.  Everything the library does above libc runs as in a server:
- * io.c's EINTR retries, timeout mapping and MSG_NOSIGNAL, the reader's
- * buffer management, the writer's buffering.
+ * io.c's EINTR retries, MSG_NOSIGNAL and waits, the reader's buffer
+ * management, the writer's buffering.  An EAGAIN from the fake connection
+ * is "not ready": io.c then waits, and the wait backend below (the seam a
+ * fiber model fills) says the deadline passed, so it ends in -ETIMEDOUT.
  *
  * Input: a header (read buffer size, write buffer size, how the stream
  * ends, EINTR injection, write failure), then up to 64 operations
@@ -119,6 +121,20 @@ ssize_t send(int fd, const void *buf, size_t n, int flags)
     return (ssize_t)k;
 }
 
+/* The fake connection never becomes ready: a wait on it ends as at its
+ * deadline, at once.  Waits on anything else are real. */
+static int rd_wait(struct pollfd *fds, size_t n, double deadline)
+{
+    if (n == 1 && fds[0].fd == rd.fd && rd.fd >= 0)
+        return 0;
+    return sks__blocking_wait.wait(fds, n, deadline);
+}
+
+static const sks__wait_backend rd_backend = {
+    .name = "fuzz_reader",
+    .wait = rd_wait,
+};
+
 /* The writer's side of the check: what the handler wrote, in order. */
 typedef struct rd_written {
     uint8_t *buf;
@@ -223,6 +239,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .wbufsize = wbufs[b_wbuf % 8],
     };
     sks_handler h = { .server = &srv, .request = req, .cls = &cls };
+    sks__wait_use(&rd_backend);
     FUZZ_CHECK(sks_stream_setup(&h) == 0);
     sks_rfile *r = sks_handler_rfile(&h);
     sks_wfile *w = sks_handler_wfile(&h);
@@ -263,6 +280,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(rd.sent_len == 0 || memcmp(rd.sent, wr.buf, rd.sent_len) == 0);
     free(wr.buf);
     free(req);
+    sks__wait_use(NULL);
     return 0;
 }
 
