@@ -154,6 +154,8 @@ int sks__server_make(sks_server **out, const sks_server_ops *ops,
     srv->max_packet_size = DEFAULT_MAX_PACKET;
     srv->block_on_close = true;
     srv->max_threads = DEFAULT_MAX_THREADS;
+    /* Request threads' stacks: see sks_server_set_thread_stack_size. */
+    srv->stack_size = SKS_DEFAULT_THREAD_STACK_SIZE;
     srv->max_children = DEFAULT_MAX_CHILDREN;
     srv->pool_min = DEFAULT_POOL_MIN;
     srv->pool_max = DEFAULT_POOL_MAX;
