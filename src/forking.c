@@ -39,41 +39,63 @@ static void remember(sks_server *srv, pid_t pid)
     atomic_store(&srv->nchildren, n + 1);
 }
 
-/* False only when it is certain that no child of this process has exited:
- * one waitid() that reaps nothing (WNOWAIT) spares a busy loop a waitpid()
- * per running child on every turn.  A foreign child's exit makes it true,
- * which costs only the per-child look that would have run anyway. */
-static bool some_child_exited(void)
+/* Tries to reap children[i] (waiting for it if `blocking`); true when it
+ * is gone from the list, which then holds another child at i. */
+static bool reap(sks_server *srv, size_t i, bool blocking)
 {
-    siginfo_t si;
-    si.si_pid = 0;
-    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
-        return true; /* ECHILD: the list is stale, let the look forget it */
-    return si.si_pid != 0;
+    pid_t r;
+    int status = 0;
+    do
+        r = waitpid(srv->children[i], &status, blocking ? 0 : WNOHANG);
+    while (r < 0 && errno == EINTR);
+    /* ECHILD: someone else reaped it; forget it too. */
+    if (r != srv->children[i] && !(r < 0 && errno == ECHILD))
+        return false;
+    size_t n = atomic_load(&srv->nchildren) - 1;
+    srv->children[i] = srv->children[n];
+    atomic_store(&srv->nchildren, n);
+    /* The child's exit status is its request's outcome. */
+    sks__count_end(srv, r < 0 || !WIFEXITED(status) ||
+                            WEXITSTATUS(status) != 0);
+    return true;
 }
 
-static void collect(sks_server *srv, bool blocking)
+static ssize_t index_of(const sks_server *srv, pid_t pid)
 {
     size_t n = atomic_load(&srv->nchildren);
-    if (n == 0 || (!blocking && !some_child_exited()))
-        return;
-    for (size_t i = 0; i < n;) {
-        pid_t r;
-        int status = 0;
-        do
-            r = waitpid(srv->children[i], &status, blocking ? 0 : WNOHANG);
-        while (r < 0 && errno == EINTR);
-        /* ECHILD: someone else reaped it; forget it too. */
-        if (r == srv->children[i] || (r < 0 && errno == ECHILD)) {
-            srv->children[i] = srv->children[--n];
-            atomic_store(&srv->nchildren, n);
-            /* The child's exit status is its request's outcome. */
-            sks__count_end(srv, r < 0 || !WIFEXITED(status) ||
-                                    WEXITSTATUS(status) != 0);
-        } else {
-            i++;
-        }
+    for (size_t i = 0; i < n; i++)
+        if (srv->children[i] == pid)
+            return (ssize_t)i;
+    return -1;
+}
+
+/*
+ * Without blocking, only the children that have exited are looked at: one
+ * waitid() that reaps nothing (WNOWAIT) names an exited child, which is
+ * reaped by its pid, until none is left.  A busy server so pays about one
+ * waitpid per child it started instead of one per running child on every
+ * turn.  When waitid names a child that is not ours (its status must stay
+ * collectable by its owner), or fails (ECHILD: the list is stale), every
+ * child is looked at, as when blocking.
+ */
+static void collect(sks_server *srv, bool blocking)
+{
+    while (!blocking && atomic_load(&srv->nchildren) > 0) {
+        siginfo_t si;
+        si.si_pid = 0;
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+            break;
+        if (si.si_pid == 0)
+            return;
+        ssize_t i = index_of(srv, si.si_pid);
+        if (i < 0)
+            break;
+        if (!reap(srv, (size_t)i, false))
+            break;
     }
+    for (size_t i = 0; i < atomic_load(&srv->nchildren);)
+        if (!reap(srv, i, blocking))
+            i++;
 }
 
 void sks_forking_collect_children(sks_server *srv)
@@ -108,7 +130,11 @@ _Noreturn static void run_child(sks_server *srv, sks_request *req)
      * business (a datagram request uses the server socket itself). */
     if (req->fd != srv->fd)
         sks__close(srv->fd);
-    sks__close(srv->wake_rd);
+    /* The wake-up pipe's read end is left open (it goes at _exit, and is
+     * close-on-exec): the child never reads it, and holding it changes
+     * nothing for the parent, whose writes never block (O_NONBLOCK, and a
+     * full pipe already holds a pending wake-up).  Closing it cost every
+     * request a system call that the hand-written child does not make. */
     default_shutdown_signals();
     int err = srv->ops->finish_request(srv, req);
     if (err != 0)
