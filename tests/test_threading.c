@@ -709,7 +709,7 @@ static void test_handler_with_128k_of_locals_runs_at_the_default_stack(void **st
             char buf[32];
             assert_int_equal(client_recv_line(c, buf, sizeof(buf)),
                              (int)strlen(want));
-            assert_string_equal(buf, want);
+            assert_memory_equal(buf, want, strlen(want));
             client_close(c);
         }
         ts_stop(&ts);
@@ -830,9 +830,12 @@ int main(void)
         cmocka_unit_test(test_block_on_close_waits_for_running_requests),
         cmocka_unit_test(test_daemon_threads_close_does_not_wait),
         cmocka_unit_test(test_block_on_close_off_close_does_not_wait),
-        cmocka_unit_test(test_thread_stack_size_is_applied),
+        /* In this order: glibc may give a new thread a cached stack of an
+         * ended one up to 4 times larger than asked for, and reports that
+         * size; until the override test only default stacks are cached. */
         cmocka_unit_test(test_default_thread_stack_size_is_the_documented_default),
         cmocka_unit_test(test_thread_stack_size_zero_is_the_system_default),
+        cmocka_unit_test(test_thread_stack_size_is_applied),
         cmocka_unit_test(test_handler_with_128k_of_locals_runs_at_the_default_stack),
         cmocka_unit_test(test_failed_thread_creation_is_reported_and_server_goes_on),
         cmocka_unit_test(test_bookkeeping_constant_over_10000_requests),
