@@ -11,6 +11,9 @@
  *            request: connect, send, read the echo, SHUT_WR, wait for the
  *            server's end of file, close.  A request is counted when the
  *            server has closed.
+ *   connect-close  as connect, but the client closes as soon as it has
+ *            read the echo, without waiting for the server's end of file
+ *            (as most HTTP/1.0-style clients do); counted at the echo.
  *   dgram    C outstanding datagrams (one socket each, UDP or Unix
  *            datagram); a reply that does not come within --timeout-ms
  *            counts as lost and a new datagram is sent.
@@ -47,7 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { M_ECHO, M_CONNECT, M_DGRAM, M_IDLE };
+enum mode { M_ECHO, M_CONNECT, M_CONNECT_CLOSE, M_DGRAM, M_IDLE };
 
 static struct {
     enum mode mode;
@@ -281,7 +284,8 @@ static void open_slot(worker *w, slot *s, int index)
     }
     s->t0 = bench_now_ns(); /* connect mode: the connection is timed too */
     if (connect(s->fd, &opt.addr.u.sa, opt.addr.len) == 0) {
-        start_request(w, s, opt.mode == M_CONNECT);
+        start_request(w, s, opt.mode == M_CONNECT ||
+                                opt.mode == M_CONNECT_CLOSE);
     } else if (errno == EINPROGRESS) {
         s->state = S_CONNECTING;
         watch(w, s, EPOLLOUT);
@@ -316,6 +320,17 @@ static void on_connected(worker *w, slot *s)
     start_request(w, s, true);
 }
 
+/* Connect modes: the request is done; the next one opens a connection. */
+static void reconnect(worker *w, slot *s)
+{
+    complete(w, s);
+    close_slot(s);
+    if (stopping())
+        s->state = S_FINISHED;
+    else
+        open_slot(w, s, 0);
+}
+
 static void on_readable(worker *w, slot *s)
 {
     for (;;) {
@@ -341,12 +356,7 @@ static void on_readable(worker *w, slot *s)
                 fail_slot(w, s);
                 return;
             }
-            complete(w, s);
-            close_slot(s);
-            if (stopping())
-                s->state = S_FINISHED;
-            else
-                open_slot(w, s, 0);
+            reconnect(w, s);
             return;
         }
         if (n == 0 || s->rcvd + (size_t)n > opt.size ||
@@ -357,6 +367,10 @@ static void on_readable(worker *w, slot *s)
         s->rcvd += (size_t)n;
         if (s->rcvd < opt.size)
             return; /* level-triggered: epoll brings the rest */
+        if (opt.mode == M_CONNECT_CLOSE) {
+            reconnect(w, s);
+            return;
+        }
         if (opt.mode == M_CONNECT) {
             shutdown(s->fd, SHUT_WR);
             s->state = S_DRAINING;
@@ -500,7 +514,8 @@ static int run_idle(void)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen --mode echo|connect|dgram|idle --addr ADDRESS\n"
+            "usage: loadgen --mode echo|connect|connect-close|dgram|idle\n"
+            "  --addr ADDRESS\n"
             "  [--conns C] [--size BYTES] [--seconds S] [--warmup S]\n"
             "  [--requests N] [--threads T] [--timeout-ms MS] [--hold S]\n"
             "  [--tmpdir DIR]\n");
@@ -534,6 +549,8 @@ static void parse_args(int argc, char **argv)
                 opt.mode = M_ECHO;
             else if (strcmp(optarg, "connect") == 0)
                 opt.mode = M_CONNECT;
+            else if (strcmp(optarg, "connect-close") == 0)
+                opt.mode = M_CONNECT_CLOSE;
             else if (strcmp(optarg, "dgram") == 0)
                 opt.mode = M_DGRAM;
             else if (strcmp(optarg, "idle") == 0)

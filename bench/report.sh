@@ -16,11 +16,12 @@ function ratio(a, b) { return (b > 0 && a > 0) ? sprintf("%.2f", a / b) : "-" }
     runs[key]++
 }
 END {
-    printf "%-18s %-30s %9s %8s %9s %5s %8s %8s %5s | %6s %6s %6s  %s\n",
+    printf "%-18s %-30s %9s %8s %9s %5s %8s %7s %8s %5s | %6s %6s %6s  %s\n",
         "scenario", "server", "req/s", "p50 us", "p99 us", "err",
-        "CPU/100k", "peak RSS", "load", "x py", "x ref", "CPU/ref", "target"
-    printf "%-18s %-30s %9s %8s %9s %5s %8s %8s %5s | %6s %6s %6s\n",
-        "", "", "", "", "", "", "s", "MiB", "", "rps", "rps", "ratio"
+        "CPU/100k", "faults", "peak RSS", "load", "x py", "x ref", "CPU/ref",
+        "target"
+    printf "%-18s %-30s %9s %8s %9s %5s %8s %7s %8s %5s | %6s %6s %6s\n",
+        "", "", "", "", "", "", "s", "/req", "MiB", "", "rps", "rps", "ratio"
     for (i = 1; i <= n; i++) {
         split(line[order[i]], f, "|")
         scen = f[1]; group = f[2]; role = f[3]
@@ -43,9 +44,9 @@ END {
             verdict = (miss == "") ? "ok" : "MISS" miss
             if (f[5] != "-" && xpy != "-" && miss == "") verdict = "ok (py>=" f[5] ")"
         }
-        row = sprintf("%-18s %-30s %9d %8.1f %9.1f %5d %8.3f %8.1f %5.1f | %6s %6s %6s  %s",
-            scen, f[4], f[6], f[7], f[8], f[10] + f[11], f[12], f[13] / 1024,
-            f[14], xpy, xref, cref, verdict)
+        row = sprintf("%-18s %-30s %9d %8.1f %9.1f %5d %8.3f %7.2f %8.1f %5.1f | %6s %6s %6s  %s",
+            scen, f[4], f[6], f[7], f[8], f[10] + f[11], f[12], f[15],
+            f[13] / 1024, f[14], xpy, xref, cref, verdict)
         sub(/ +$/, "", row)
         print row
     }

@@ -123,6 +123,17 @@ cpu_ticks() {
     echo $((${12} + ${13} + ${14} + ${15}))
 }
 
+# Minor page faults of the process and of its reaped children.  Exact, and
+# what a fresh thread stack or a copy-on-write page after fork costs shows
+# here first.
+minor_faults() {
+    local line rest
+    read -r line <"/proc/$1/stat" || { echo 0; return; }
+    rest=${line##*) }
+    set -- $rest
+    echo $((${8} + ${9}))
+}
+
 status_field() {
     sed -n "s/^$2:[[:space:]]*\\([0-9]*\\).*/\\1/p" "/proc/$1/status" 2>/dev/null
 }
@@ -156,18 +167,20 @@ run_case() {
     local scen=$1 group=$2 role=$3 label=$4 target=$5 lgargs=$6
     shift 7
     if ! start_server "$@"; then
-        echo "$scen|$group|$role|$label|$target|0|0|0|0|1|0|0|0|0" >>"$RES"
+        echo "$scen|$group|$role|$label|$target|0|0|0|0|1|0|0|0|0|0" >>"$RES"
         return
     fi
-    local threads0 before after res hwm tmo
+    local threads0 before after res hwm tmo flt0 flt1
     threads0=$(status_field "$SRV_PID" Threads)
     before=$(cpu_ticks "$SRV_PID")
+    flt0=$(minor_faults "$SRV_PID")
     tmo=$(awk -v s="$SECS" 'BEGIN { printf "%d", s + 20 }')
     res=$($PIN_LOAD timeout -k 5 "$tmo" "$BIN/loadgen" $lgargs \
             --addr "$SRV_ADDR" --seconds "$SECS" --tmpdir "$TMP" 2>>"$LOG" |
           grep '^RESULT')
     settle "$SRV_PID" "$threads0"
     after=$(cpu_ticks "$SRV_PID")
+    flt1=$(minor_faults "$SRV_PID")
     hwm=$(status_field "$SRV_PID" VmHWM)
     stop_server
     local total rps p50 p99 mx errs lost cpu
@@ -177,11 +190,13 @@ run_case() {
     lost=$(field lost "$res")
     cpu=$(awk -v t="$((after - before))" -v hz="$HZ" -v n="${total:-0}" \
           'BEGIN { if (n > 0) printf "%.3f", t / hz / n * 100000; else print 0 }')
-    local load
+    local load flt
+    flt=$(awk -v f="$((flt1 - flt0))" -v n="${total:-0}" \
+          'BEGIN { if (n > 0) printf "%.2f", f / n; else print 0 }')
     read -r load _ </proc/loadavg
-    echo "$scen|$group|$role|$label|$target|${rps:-0}|${p50:-0}|${p99:-0}|${mx:-0}|${errs:-1}|${lost:-0}|$cpu|${hwm:-0}|$load" >>"$RES"
-    printf '  %-22s %-30s %9s req/s  p99 %8s us  cpu %7s s/100k  errors %s\n' \
-        "$scen" "$label" "${rps:-FAILED}" "${p99:-?}" "$cpu" "${errs:-?}"
+    echo "$scen|$group|$role|$label|$target|${rps:-0}|${p50:-0}|${p99:-0}|${mx:-0}|${errs:-1}|${lost:-0}|$cpu|${hwm:-0}|$load|$flt" >>"$RES"
+    printf '  %-22s %-30s %9s req/s  p99 %8s us  cpu %7s s/100k  faults %6s/req  errors %s\n' \
+        "$scen" "$label" "${rps:-FAILED}" "${p99:-?}" "$cpu" "$flt" "${errs:-?}"
 }
 
 # The servers of one stream scenario.  $1 scenario, $2 loadgen args,
@@ -297,6 +312,7 @@ echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cp
 if [ "$MODE" = quick ]; then
     rounds stream_scenario "echo 16B c16" "--mode echo --conns 16 --size 16" tcp fork 1.3 -
     rounds stream_scenario "connect c16" "--mode connect --conns 16 --size 16" tcp fork 3 8
+    rounds stream_scenario "connect-close c16" "--mode connect-close --conns 16 --size 16" tcp fork 3 8
     rounds dgram_scenario "udp 16 outstanding" "--mode dgram --conns 16 --size 16" udp
     rounds stream_scenario "unix echo c16" "--mode echo --conns 16 --size 16" unix - 1.3 -
     shutdown_latency 20 3
@@ -311,6 +327,7 @@ else
     rounds stream_scenario "echo 4KiB c16" "--mode echo --conns 16 --size 4096" tcp - 1.3 -
     rounds stream_scenario "echo 4KiB c128" "--mode echo --conns 128 --size 4096" tcp - 1.3 -
     rounds stream_scenario "connect c16" "--mode connect --conns 16 --size 16" tcp fork 3 8
+    rounds stream_scenario "connect-close c16" "--mode connect-close --conns 16 --size 16" tcp fork 3 8
     rounds dgram_scenario "udp 16 outstanding" "--mode dgram --conns 16 --size 16" udp
     rounds stream_scenario "unix echo c16" "--mode echo --conns 16 --size 16" unix - 1.3 -
     rounds dgram_scenario "unix dgram 16" "--mode dgram --conns 16 --size 16" unix

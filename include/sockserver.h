@@ -748,14 +748,37 @@ SKS_EXTERN extern const sks_server_ops sks_pool_unix_dgram_ops;
  * off): request threads are not waited for.  max_threads (default 1024;
  * 0: no bound, as Python) and max_children (default 40): at the bound the
  * server stops accepting until a request ends; new connections wait in the
- * listen backlog.  thread_stack_size: 0 for the system default.
- * Set them before serving.  Return 0 or -EINVAL.  An option of a model
- * the server does not run (max_children on a threading server) is
- * checked, then has no effect.
+ * listen backlog.  Set them before serving.  Return 0 or -EINVAL.  An
+ * option of a model the server does not run (max_children on a threading
+ * server) is checked, then has no effect.
  */
 SKS_EXTERN int sks_server_set_block_on_close(sks_server *srv, bool on);
 SKS_EXTERN int sks_server_set_daemon_threads(sks_server *srv, bool on);
 SKS_EXTERN int sks_server_set_max_threads(sks_server *srv, size_t n);
+
+/*
+ * The stack size of the threads that run requests: the threading mixin's
+ * per-request threads and the pool's workers (a pre-forked child runs its
+ * requests in its own main thread, on the process's stack).
+ *
+ * Default SKS_DEFAULT_THREAD_STACK_SIZE, 256 KiB, not the system's (8 MiB
+ * on most Linux systems, from RLIMIT_STACK): glibc keeps only about 40 MiB
+ * of ended threads' stacks for reuse, so with 8 MiB stacks a server
+ * running more than a handful of requests at once maps a fresh stack, and
+ * page-faults it in, for nearly every new thread.  256 KiB stacks are
+ * reused, and 1,000 threads reserve 250 MiB of address space, not 8 GiB.
+ *
+ * The trade-off: a handler, with everything it calls, must fit in the
+ * stack.  256 KiB holds the library's own frames (a stream handler's
+ * buffers are on the heap) plus a 128 KiB local array, even under
+ * AddressSanitizer, whose frames are larger.  Deep recursion, big local
+ * buffers or a library that uses much stack (some regex, compression or
+ * TLS code paths) need more: set it here (bytes, at least 16384; rounded
+ * by the system to whole pages), or 0 for the system default.  Running out
+ * of stack is a crash (SIGSEGV on the guard page), not an error return.
+ * Returns 0 or -EINVAL (below 16384).  Set it before serving.
+ */
+#define SKS_DEFAULT_THREAD_STACK_SIZE ((size_t)256 * 1024)
 SKS_EXTERN int sks_server_set_thread_stack_size(sks_server *srv, size_t bytes);
 SKS_EXTERN int sks_server_set_max_children(sks_server *srv, size_t n);
 

@@ -65,19 +65,6 @@ static void remember(struct forking *f, pid_t pid)
     pthread_mutex_unlock(&f->lock);
 }
 
-/* False only when it is certain that no child of this process has exited:
- * one waitid() that reaps nothing (WNOWAIT) spares a busy loop a waitpid()
- * per running child on every turn.  A foreign child's exit makes it true,
- * which costs only the per-child look that would have run anyway. */
-static bool some_child_exited(void)
-{
-    siginfo_t si;
-    si.si_pid = 0;
-    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
-        return true; /* ECHILD: the list is stale, let the look forget it */
-    return si.si_pid != 0;
-}
-
 /* Reaps child i if it has exited (blocking: once it exits).  Called with
  * f->lock held; a blocking wait happens without it, and without reaping
  * (WNOWAIT), so the pid stays the child's until the list forgets it. */
@@ -109,12 +96,42 @@ static bool reaped(sks_server *srv, struct forking *f, size_t i,
     return true;
 }
 
+static ssize_t index_of(const struct forking *f, pid_t pid)
+{
+    size_t n = atomic_load(&f->n);
+    for (size_t i = 0; i < n; i++)
+        if (f->children[i] == pid)
+            return (ssize_t)i;
+    return -1;
+}
+
+/*
+ * Without blocking, only the children that have exited are looked at: one
+ * waitid() that reaps nothing (WNOWAIT) names an exited child, which is
+ * reaped by its pid, until none is left.  A busy server so pays about one
+ * waitpid per child it started instead of one per running child on every
+ * turn.  When waitid names a child that is not ours (its status must stay
+ * collectable by its owner), or fails (ECHILD: the list is stale), every
+ * child is looked at, as when blocking.
+ */
 static void collect(sks_server *srv, struct forking *f, bool blocking)
 {
-    if (f == NULL || atomic_load(&f->n) == 0 ||
-        (!blocking && !some_child_exited()))
+    if (f == NULL || atomic_load(&f->n) == 0)
         return;
     pthread_mutex_lock(&f->lock);
+    while (!blocking && atomic_load(&f->n) > 0) {
+        siginfo_t si;
+        si.si_pid = 0;
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+            break;
+        if (si.si_pid == 0) {
+            pthread_mutex_unlock(&f->lock);
+            return;
+        }
+        ssize_t i = index_of(f, si.si_pid);
+        if (i < 0 || !reaped(srv, f, (size_t)i, false))
+            break;
+    }
     for (size_t i = 0; i < atomic_load(&f->n);)
         if (!reaped(srv, f, i, blocking))
             i++;
@@ -152,7 +169,11 @@ _Noreturn static void run_child(sks_server *srv, sks_request *req)
      * business (a datagram request uses the server socket itself). */
     if (req->fd != srv->fd)
         sks__close(srv->fd);
-    sks__close(srv->wake_rd);
+    /* The wake-up pipe's read end is left open (it goes at _exit, and is
+     * close-on-exec): the child never reads it, and holding it changes
+     * nothing for the parent, whose writes never block (O_NONBLOCK, and a
+     * full pipe already holds a pending wake-up).  Closing it cost every
+     * request a system call that the hand-written child does not make. */
     default_shutdown_signals();
     int err = srv->ops->finish_request(srv, req);
     if (err < 0)

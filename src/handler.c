@@ -23,11 +23,18 @@ void sks__release_files(sks_handler *h)
 int sks_base_finish_request(sks_server *srv, sks_request *req)
 {
     const sks_handler_class *cls = srv->handler;
-    sks_handler h = {
-        .server = srv,
-        .request = req,
-        .cls = cls,
-    };
+    /* Field by field, not `= { ... }`: an initializer zeroes the whole
+     * instance, reply[] included, which was a sixth of a datagram server's
+     * own instructions per datagram.  rf and wf stay unset until a
+     * flavour's setup writes them whole, just before it points rfile and
+     * wfile at them; nothing reads them through a NULL rfile or wfile. */
+    sks_handler h;
+    h.server = srv;
+    h.request = req;
+    h.cls = cls;
+    h.user = NULL;
+    h.rfile = NULL;
+    h.wfile = NULL;
     /* The PROXY header is read here, in the request's own thread or child,
      * so that a slow or silent proxy never holds up the accept loop; a bad
      * header ends the request before the handler sees it. */

@@ -40,8 +40,14 @@ void sks__wake(sks_server *srv)
 static void drain_wake(sks_server *srv)
 {
     char buf[64];
-    while (read(srv->wake_rd, buf, sizeof(buf)) > 0)
-        ;
+    ssize_t r;
+    /* A short read emptied the pipe: stop there rather than pay a second
+     * read for its EAGAIN (a system call per wake-up, so per request of a
+     * forking server).  A byte written after it makes the next poll
+     * return at once, so none is missed. */
+    do
+        r = read(srv->wake_rd, buf, sizeof(buf));
+    while (r == (ssize_t)sizeof(buf) || (r < 0 && errno == EINTR));
 }
 
 static bool exhaustion(int err)

@@ -49,6 +49,8 @@ int sks__server_make(sks_server **out, const sks_server_ops *ops,
     srv->timeout = -1.0;
     srv->max_packet_size = DEFAULT_MAX_PACKET;
     srv->block_on_close = true;
+    /* Request threads' stacks: see sks_server_set_thread_stack_size. */
+    srv->stack_size = SKS_DEFAULT_THREAD_STACK_SIZE;
     atomic_init(&srv->refs, 1);
     atomic_init(&srv->spare, NULL);
     atomic_init(&srv->shutdown_request, 0);

@@ -205,15 +205,25 @@ static const sks_handler_class barrier_echo = {
     .finish = sks_stream_finish,
 };
 
-/* Reports the stack size of the thread it runs in. */
-static int stack_handle(sks_handler *h)
+/* The stack size of the calling thread; 0 where it cannot be read
+ * (pthread_getattr_np is a glibc extension). */
+static size_t own_stack_size(void)
 {
-    pthread_attr_t attr;
     size_t size = 0;
+#ifdef __GLIBC__
+    pthread_attr_t attr;
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {
         pthread_attr_getstacksize(&attr, &size);
         pthread_attr_destroy(&attr);
     }
+#endif
+    return size;
+}
+
+/* Reports the stack size of the thread it runs in. */
+static int stack_handle(sks_handler *h)
+{
+    size_t size = own_stack_size();
     pthread_mutex_lock(&S.sync.lock);
     S.stack_size = size;
     pthread_mutex_unlock(&S.sync.lock);
@@ -224,6 +234,33 @@ static int stack_handle(sks_handler *h)
 static const sks_handler_class stack_report = {
     .setup = sks_stream_setup,
     .handle = stack_handle,
+    .finish = sks_stream_finish,
+};
+
+/*
+ * Uses 128 KiB of its stack (every page written, so none is left to the
+ * imagination of the compiler) and answers with a checksum of it: a stack
+ * too small for it crashes the process on the guard page.
+ */
+enum { BIG_FRAME = 128 * 1024 };
+
+static int big_frame_handle(sks_handler *h)
+{
+    volatile unsigned char frame[BIG_FRAME];
+    unsigned sum = 0;
+    for (size_t i = 0; i < sizeof(frame); i++)
+        frame[i] = (unsigned char)i;
+    for (size_t i = 0; i < sizeof(frame); i += 4096)
+        sum += frame[i + 1];
+    char line[32];
+    int n = snprintf(line, sizeof(line), "%u\n", sum);
+    return sks_wfile_write(sks_handler_wfile(h), line, (size_t)n) < 0
+               ? SKS_EHANDLER : 0;
+}
+
+static const sks_handler_class big_frame = {
+    .setup = sks_stream_setup,
+    .handle = big_frame_handle,
     .finish = sks_stream_finish,
 };
 
@@ -578,18 +615,18 @@ static void test_block_on_close_off_close_does_not_wait(void **state)
 /* ------------------------------------------------------------------------ */
 /* Resources                                                                 */
 
-static void test_thread_stack_size_is_applied(void **state)
+/* The stack size a request thread of ops ran on, with the stack size set
+ * to `bytes` first unless it is (size_t)-1. */
+static size_t request_thread_stack(const sks_server_ops *ops, size_t bytes)
 {
-    (void)state;
-    enum { STACK = 256 * 1024 };
     sks_server *srv = NULL;
     test_server ts;
 
     reset_state();
-    assert_int_equal(sks_server_new(&srv, &sks_threading_tcp_ops,
-                                    "127.0.0.1:0", &stack_report, NULL, 0), 0);
-    assert_int_equal(sks_server_set_thread_stack_size(srv, 100), -EINVAL);
-    assert_int_equal(sks_server_set_thread_stack_size(srv, STACK), 0);
+    assert_int_equal(sks_server_new(&srv, ops, "127.0.0.1:0", &stack_report,
+                                    NULL, 0), 0);
+    if (bytes != (size_t)-1)
+        assert_int_equal(sks_server_set_thread_stack_size(srv, bytes), 0);
     ts_serve(&ts, srv, 0.01);
     int c = client_connect(ts.address);
     assert_true(c >= 0);
@@ -597,7 +634,86 @@ static void test_thread_stack_size_is_applied(void **state)
     assert_int_equal(client_recv_line(c, buf, sizeof(buf)), 5);
     client_close(c);
     ts_stop(&ts);
-    assert_int_equal(S.stack_size, STACK);
+    pthread_mutex_lock(&S.sync.lock);
+    size_t size = S.stack_size;
+    pthread_mutex_unlock(&S.sync.lock);
+    return size;
+}
+
+static void skip_without_getattr_np(void)
+{
+#ifndef __GLIBC__
+    skip(); /* no portable way to read a thread's stack size */
+#endif
+}
+
+static void test_thread_stack_size_is_applied(void **state)
+{
+    (void)state;
+    /* Not the default, so that the setter is what the handler sees. */
+    enum { STACK = 512 * 1024 };
+    sks_server *srv = NULL;
+
+    skip_without_getattr_np();
+    assert_int_equal(sks_server_new(&srv, &sks_threading_tcp_ops,
+                                    "127.0.0.1:0", &stack_report, NULL,
+                                    SKS_NO_BIND), 0);
+    assert_int_equal(sks_server_set_thread_stack_size(srv, 100), -EINVAL);
+    sks_server_free(srv);
+    assert_int_equal(request_thread_stack(&sks_threading_tcp_ops, STACK),
+                     STACK);
+}
+
+static void test_default_thread_stack_size_is_the_documented_default(void **state)
+{
+    (void)state;
+    skip_without_getattr_np();
+    assert_int_equal(request_thread_stack(&sks_threading_tcp_ops, (size_t)-1),
+                     SKS_DEFAULT_THREAD_STACK_SIZE);
+    assert_int_equal(request_thread_stack(&sks_pool_tcp_ops, (size_t)-1),
+                     SKS_DEFAULT_THREAD_STACK_SIZE);
+}
+
+static void test_thread_stack_size_zero_is_the_system_default(void **state)
+{
+    (void)state;
+    skip_without_getattr_np();
+#ifdef __GLIBC__
+    pthread_attr_t attr;
+    size_t sys = 0;
+    assert_int_equal(pthread_getattr_default_np(&attr), 0);
+    assert_int_equal(pthread_attr_getstacksize(&attr, &sys), 0);
+    pthread_attr_destroy(&attr);
+    assert_int_equal(request_thread_stack(&sks_threading_tcp_ops, 0), sys);
+#endif
+}
+
+/* 128 KiB of locals in a handler run at the default stack size (also under
+ * AddressSanitizer, whose frames are larger), in a request thread and in a
+ * pool worker. */
+static void test_handler_with_128k_of_locals_runs_at_the_default_stack(void **state)
+{
+    (void)state;
+    char want[32];
+    unsigned sum = 0;
+    for (size_t i = 0; i < BIG_FRAME; i += 4096)
+        sum += (unsigned char)(i + 1);
+    snprintf(want, sizeof(want), "%u\n", sum);
+    const sks_server_ops *ops[] = { &sks_threading_tcp_ops, &sks_pool_tcp_ops };
+    for (size_t k = 0; k < 2; k++) {
+        test_server ts;
+        ts_start(&ts, ops[k], "127.0.0.1:0", &big_frame, NULL, 0.01);
+        for (int r = 0; r < 3; r++) {
+            int c = client_connect(ts.address);
+            assert_true(c >= 0);
+            char buf[32];
+            assert_int_equal(client_recv_line(c, buf, sizeof(buf)),
+                             (int)strlen(want));
+            assert_memory_equal(buf, want, strlen(want));
+            client_close(c);
+        }
+        ts_stop(&ts);
+    }
 }
 
 /*
@@ -714,7 +830,13 @@ int main(void)
         cmocka_unit_test(test_block_on_close_waits_for_running_requests),
         cmocka_unit_test(test_daemon_threads_close_does_not_wait),
         cmocka_unit_test(test_block_on_close_off_close_does_not_wait),
+        /* In this order: glibc may give a new thread a cached stack of an
+         * ended one up to 4 times larger than asked for, and reports that
+         * size; until the override test only default stacks are cached. */
+        cmocka_unit_test(test_default_thread_stack_size_is_the_documented_default),
+        cmocka_unit_test(test_thread_stack_size_zero_is_the_system_default),
         cmocka_unit_test(test_thread_stack_size_is_applied),
+        cmocka_unit_test(test_handler_with_128k_of_locals_runs_at_the_default_stack),
         cmocka_unit_test(test_failed_thread_creation_is_reported_and_server_goes_on),
         cmocka_unit_test(test_bookkeeping_constant_over_10000_requests),
         cmocka_unit_test(test_bookkeeping_constant_over_10000_daemon_requests),
