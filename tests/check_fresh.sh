@@ -160,9 +160,10 @@ printf '%s\n' '127.0.0.1	localhost' "127.0.1.1	$(cat "$ROOT/etc/hostname")" '' \
     '::1     localhost ip6-localhost ip6-loopback' 'ff02::1 ip6-allnodes' \
     'ff02::2 ip6-allrouters' >"$ROOT/etc/hosts"
 git clone -q --no-local "$REPO" "$ROOT$SRC"
+TESTED=$(git -C "$ROOT$SRC" log -1 --format='%h %s')
 T_COPY=$EPOCHREALTIME
 mount_root
-echo "pristine root in $ROOT ($(git -C "$ROOT$SRC" log -1 --format='%h %s'))"
+echo "pristine root in $ROOT ($TESTED)"
 
 # The README's own words: its example and its link command.
 README_EXAMPLE=$(awk '/^## A complete server/ { on = 1; next }
@@ -207,7 +208,7 @@ step static "cd /tmp/app && $README_STATIC -o app-static &&
 umount_root
 
 echo
-echo "check-fresh: $(git -C "$REPO" log -1 --format='%h %s')"
+echo "check-fresh: $TESTED"
 printf '%-14s %7s s  %s\n' "pristine root" "$(secs "$T_BASE0" "$T_BASE1")" "$BASE ($BASE_HOW)"
 printf '%-14s %7s s\n' "copy + clone" "$(secs "$T_BASE1" "$T_COPY")"
 printf '%s\n' "${RESULTS[@]}"
