@@ -10,14 +10,18 @@
 #      cached as $FRESH_CACHE/bookworm.tar (default /var/tmp/sks-fresh,
 #      outside build/ so that `make clean` keeps it; delete it to rebuild);
 #      every run unpacks a new copy of it into $FRESH_CACHE/root.
-#   2. A clone of this repository's committed HEAD into /root/libsockserver
-#      there (uncommitted changes are not tested).
+#   2. The /etc/hosts an installed machine has (debootstrap writes none),
+#      and a clone of this repository's committed HEAD into
+#      /root/libsockserver there (uncommitted changes are not tested).
 #   3. Inside a chroot, as a new user would: `make demo`, `make test` (which
 #      installs what the tests need), `CI=true bash .ci/run`, then
 #      `make install` and the README's "A complete server" copied out
 #      verbatim, built with the README's command and run without
 #      LD_LIBRARY_PATH, and its `--static` link checked to need no
 #      libsockserver.so.
+#
+# Before anything is installed, another user's make test must print the
+# one apt-get line that is missing.
 #
 # Each step's time, result and skip count are reported at the end; logs go
 # to $FRESH_LOGS (default build/fresh).  Exit status 0 only if every step
