@@ -35,7 +35,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # Scripted tests (real client programs); they print cmocka-style summaries.
 TEST_SCRIPTS := $(wildcard tests/test_*.sh)
 
-.PHONY: all lib examples test check-cmocka demo install uninstall clean asan tsan
+.PHONY: all lib examples test check-cmocka check-sanitizers demo install uninstall clean asan tsan check-fresh
 
 all: lib examples
 
@@ -65,22 +65,26 @@ $(BUILD)/examples/%: examples/%.c $(EX_COMMON) $(STATIC) | $(BUILD)/examples
 $(BUILD)/obj $(BUILD)/pic $(BUILD)/examples $(BUILD)/tests:
 	mkdir -p $@
 
-# cmocka is the only test dependency.  When it is missing, install it as
-# root on Debian/Ubuntu, or stop and say exactly what to run.
+# What the tests need is listed once, in tests/packages.  As root on
+# Debian, tests/need_packages.sh installs what is missing (cmocka, and the
+# programs the scripted tests drive); as another user it prints the one
+# apt-get line to run, and the tests that cannot run are skipped with that
+# reason.  Only cmocka cannot be done without.
 check-cmocka:
+	@tests/need_packages.sh test
 	@printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void){return 0;}\n' \
-	  | $(CC) -x c - -o /dev/null -lcmocka 2>/dev/null && exit 0; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "cmocka missing: installing libcmocka-dev"; \
-	  (apt-get install -y -q libcmocka-dev || (apt-get update -q && apt-get install -y -q libcmocka-dev)) >/dev/null; \
-	else \
-	  echo "cmocka is missing: run  sudo apt-get install libcmocka-dev"; exit 1; \
-	fi
+	  | $(CC) -x c - -o /dev/null -lcmocka 2>/dev/null \
+	  || { echo "cmocka is missing: run  sudo apt-get install libcmocka-dev"; exit 1; }
+
+# clang and its sanitizer runtimes, for make asan and make tsan.
+check-sanitizers:
+	@tests/need_packages.sh sanitizers
 
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(STATIC) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests $< $(TEST_SUPPORT) $(STATIC) -lcmocka $(LDLIBS) -o $@
 
-# Each test binary runs in turn; the first failure fails `make test`.
+# Each test binary and script runs in turn; any failure fails `make test`,
+# which ends with "tests: N passed, N failed, N skipped" (tests/run_tests.sh).
 test: check-cmocka
 	@$(MAKE) --no-print-directory $(TEST_BIN) examples
 	@BUILD=$(BUILD) ./tests/run_tests.sh $(TEST_BIN) $(TEST_SCRIPTS)
@@ -90,21 +94,30 @@ demo: all
 
 # The whole suite under AddressSanitizer + UBSan (leak detection on), and
 # under ThreadSanitizer, each in its own build directory.
-asan:
+asan: check-sanitizers
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(MAKE) BUILD=build/asan CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test
 
-tsan:
+tsan: check-sanitizers
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	$(MAKE) BUILD=build/tsan CC=clang CFLAGS="-O1 -g" SAN="-fsanitize=thread" test
 
+# pkg-config adds Libs.private to Libs for --static, and -lsockserver would
+# still find the .so next to the .a: only -static (the whole program
+# static) makes `pkg-config --static` mean a static link.  To link just
+# this library statically, use -l:libsockserver.a (README).
 $(BUILD)/sockserver.pc: Makefile | $(BUILD)/obj
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
 	  'Name: sockserver' \
 	  "Description: Python's socketserver for C: servers, hooks, handlers, mixins" \
 	  'Version: $(VERSION)' 'Libs: -L$${libdir} -lsockserver' \
-	  'Libs.private: -lpthread -lm' 'Cflags: -I$${includedir}' > $@
+	  'Libs.private: -static -lpthread -lm' 'Cflags: -I$${includedir}' > $@
+
+# Installing into the system as root (no DESTDIR) refreshes the dynamic
+# linker's cache, so that a program linked against the new library starts
+# without LD_LIBRARY_PATH (for a LIBDIR that /etc/ld.so.conf lists).
+LDCONFIG = if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 install: lib $(BUILD)/sockserver.pc
 	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PCDIR)
@@ -114,14 +127,23 @@ install: lib $(BUILD)/sockserver.pc
 	ln -sf libsockserver.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsockserver.so
 	install -m 644 $(BUILD)/sockserver.pc $(DESTDIR)$(PCDIR)/
+	@$(LDCONFIG)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/sockserver.h $(DESTDIR)$(LIBDIR)/libsockserver.a \
 	      $(DESTDIR)$(LIBDIR)/libsockserver.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	      $(DESTDIR)$(LIBDIR)/libsockserver.so.$(VERSION) $(DESTDIR)$(PCDIR)/sockserver.pc
+	@$(LDCONFIG)
 
 clean:
 	rm -rf build
+
+# A maintainer check, not part of make test: a pristine Debian 12 root
+# (debootstrap) runs the README's make demo and make test, then .ci/run,
+# and the README's example after make install.  Root and network needed;
+# see tests/check_fresh.sh.
+check-fresh:
+	@tests/check_fresh.sh
 
 # Benchmarks and the reliability suite keep their rules beside their code.
 -include bench/bench.mk

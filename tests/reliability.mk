@@ -13,16 +13,6 @@
 
 .PHONY: valgrind check-valgrind fuzz fuzz-build fuzz-regress check-fuzzer soak
 
-# Installs a Debian package as root when a probe fails, like check-cmocka.
-define sks_need
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "$(1) missing: installing $(2)"; \
-	  (apt-get install -y -q $(2) || (apt-get update -q && apt-get install -y -q $(2))) >/dev/null; \
-	else \
-	  echo "$(1) is missing: run  sudo apt-get install $(2)"; exit 1; \
-	fi
-endef
-
 # ------------------------------------------------------------------ valgrind
 # Memcheck follows fork() by itself (a forked child is still under it;
 # --trace-children=yes adds exec'd programs); each process logs to its own
@@ -35,32 +25,22 @@ VALGRIND_FLAGS   := --leak-check=full --show-leak-kinds=definite,indirect \
 	--trace-children=yes --child-silent-after-fork=no --num-callers=30
 
 check-valgrind:
-	@command -v valgrind >/dev/null || { $(call sks_need,valgrind,valgrind); }
+	@tests/need_packages.sh valgrind
+	@command -v valgrind >/dev/null || { echo "valgrind is missing: run  sudo apt-get install valgrind"; exit 1; }
 
 valgrind: check-cmocka check-valgrind
 	@$(MAKE) --no-print-directory $(TEST_BIN)
 	@rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR)
-	@passed=0 failed=0 bad=""; \
-	for t in $(TEST_BIN); do \
-	  name=$$(basename $$t); \
-	  out=$(VALGRIND_DIR)/$$name.out; \
-	  timeout -k 10 $(VALGRIND_TIMEOUT) valgrind $(VALGRIND_FLAGS) \
-	    --log-file=$(VALGRIND_DIR)/$$name.%p.log $$t >$$out 2>&1; \
-	  rc=$$?; cat $$out; \
-	  p=$$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' $$out | tail -n 1); \
-	  f=$$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' $$out | tail -n 1); \
-	  passed=$$((passed + $${p:-0})); failed=$$((failed + $${f:-0})); \
-	  if [ $$rc -ne 0 ] && [ -z "$$f" ]; then bad="$$bad $$name(exit $$rc)"; failed=$$((failed + 1)); fi; \
-	done; \
+	@TEST_TIMEOUT=$(VALGRIND_TIMEOUT) \
+	  TEST_WRAP="valgrind $(VALGRIND_FLAGS) --log-file=$(VALGRIND_DIR)/{}.%p.log" \
+	  ./tests/run_tests.sh $(TEST_BIN); rc=$$?; \
 	reports=$$(grep -l 'ERROR SUMMARY: [1-9]' $(VALGRIND_DIR)/*.log); \
 	for l in $$(echo $$reports | tr ' ' '\n' | head -n 5); do echo "== $$l"; cat $$l; done; \
-	[ -z "$$bad" ] || echo "crashed, timed out or reported by memcheck:$$bad"; \
 	[ -z "$$reports" ] || echo "memcheck reports in $$(echo $$reports | wc -w) processes:" \
 	  $$(echo $$reports | tr ' ' '\n' | head -n 20) "(first 5 shown above)"; \
 	echo "processes checked: $$(grep -l 'ERROR SUMMARY' $(VALGRIND_DIR)/*.log | wc -l)" \
 	  "(and $$(grep -L 'ERROR SUMMARY' $(VALGRIND_DIR)/*.log | wc -l) killed by SIGKILL, unchecked)"; \
-	echo "valgrind: $$passed passed, $$failed failed"; \
-	[ $$failed -eq 0 ] && [ -z "$$reports" ]
+	[ $$rc -eq 0 ] && [ -z "$$reports" ]
 
 # ------------------------------------------------------------------ fuzzing
 # The library is compiled with coverage for libFuzzer (fuzzer-no-link) and
@@ -78,9 +58,10 @@ FUZZ_SAN     := address,undefined -fno-sanitize-recover=all
 FUZZ_MAXLEN  ?= 4096
 
 check-fuzzer:
+	@tests/need_packages.sh sanitizers
 	@printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n){(void)d;(void)n;return 0;}\n' \
-	  | clang -x c - -fsanitize=fuzzer,address -o /dev/null 2>/dev/null && exit 0; \
-	$(call sks_need,libFuzzer (clang -fsanitize=fuzzer),clang libclang-rt-dev)
+	  | clang -x c - -fsanitize=fuzzer,address -o /dev/null 2>/dev/null \
+	  || { echo "libFuzzer is missing: run  sudo apt-get install clang libclang-rt-14-dev"; exit 1; }
 
 fuzz-build: check-fuzzer
 	@$(MAKE) --no-print-directory BUILD=$(FUZZ_DIR) CC=clang CFLAGS="$(FUZZ_CFLAGS)" \

@@ -11,8 +11,7 @@
 SUITE=test_activation
 . "$(dirname "$0")/deploy_lib.sh"
 
-have systemd-socket-activate ||
-    skip_suite "systemd-socket-activate not found (apt-get install systemd)"
+suite_needs systemd-socket-activate systemd
 
 # activate NAME ADDRESS [OPTIONS...] -- SERVER: systemd-socket-activate
 # listening on ADDRESS (a free port is chosen for "PORT"); sets LISTEN to
