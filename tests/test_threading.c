@@ -643,7 +643,9 @@ static size_t request_thread_stack(const sks_server_ops *ops, size_t bytes)
 static void skip_without_getattr_np(void)
 {
 #ifndef __GLIBC__
-    skip(); /* no portable way to read a thread's stack size */
+    /* No portable way to read a thread's stack size. */
+    print_message("  skipped: pthread_getattr_np is glibc's\n");
+    skip();
 #endif
 }
 
