@@ -120,10 +120,20 @@ int sks_server_set_overload_policy(sks_server *srv, int policy)
 void sks_server_stats(const sks_server *srv, sks_stats *out)
 {
     sks_server *m = (sks_server *)srv;
-    /* Ends before accepted, so that active is never negative. */
-    out->completed = atomic_load(&m->completed);
-    out->failed = atomic_load(&m->failed);
-    out->accepted = atomic_load(&m->accepted);
+    /* One moment's counts: when no request ended while accepted was read
+     * (the ends read again are unchanged), accepted - ended is exactly
+     * what was active then, so active never shows above the bound.  Ends
+     * are read first so that it is never negative either; a few tries
+     * suffice, and the last is kept if requests keep ending (it can then
+     * show a request that has just ended as active). */
+    for (int tries = 0; tries < 8; tries++) {
+        out->completed = atomic_load(&m->completed);
+        out->failed = atomic_load(&m->failed);
+        out->accepted = atomic_load(&m->accepted);
+        if (atomic_load(&m->completed) == out->completed &&
+            atomic_load(&m->failed) == out->failed)
+            break;
+    }
     out->refused = atomic_load(&m->refused);
     out->active = out->accepted - out->completed - out->failed;
     out->queued = 0;
