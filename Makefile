@@ -80,7 +80,10 @@ check-cmocka:
 check-sanitizers:
 	@tests/need_packages.sh sanitizers
 
-$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(STATIC) | $(BUILD)/tests
+# Every header, not -MMD: with several sources on one command line, -MMD
+# records only the last one's, and some tests read src/internal.h.
+$(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(wildcard include/*.h src/*.h) \
+		$(STATIC) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests $< $(TEST_SUPPORT) $(STATIC) -lcmocka $(LDLIBS) -o $@
 
 # Each test binary and script runs in turn; any failure fails `make test`,
