@@ -153,6 +153,36 @@ static bool children_at_target(void *arg)
     return count_children() == children_target;
 }
 
+/*
+ * The serving loop's turns, counted where each ends (service_actions runs
+ * once a turn, after the request it took).  A child can report from its
+ * handler before fork() has even returned in the parent, which only then
+ * records the child and closes its own copy of the connection: a turn
+ * that ends after the report is the point after which both are done.
+ */
+static atomic_uint loop_turns;
+
+static void turn_counting_service_actions(sks_server *srv)
+{
+    sks_forking_service_actions(srv);
+    atomic_fetch_add(&loop_turns, 1);
+}
+
+static unsigned turns_seen;
+
+static bool loop_turned(void *arg)
+{
+    (void)arg;
+    return atomic_load(&loop_turns) != turns_seen;
+}
+
+/* Waits until the loop has finished the request it is on, if any. */
+static bool loop_done_with_taken_requests(void)
+{
+    turns_seen = atomic_load(&loop_turns);
+    return wait_until(loop_turned, NULL, 5000);
+}
+
 /* Exit status of child pid, left collectable (WNOWAIT); waits for it. */
 static int exit_status_of(pid_t pid)
 {
@@ -357,9 +387,12 @@ static void test_max_children_bound_waits_for_a_child_before_accepting(void **st
     child_report r;
 
     pipes_open();
+    /* static: the serving thread outlives this frame if an assert fails */
+    static sks_server_ops ops;
+    ops = sks_forking_tcp_ops;
+    ops.service_actions = turn_counting_service_actions;
     pid_t foreign = foreign_child_begin();
-    sks_server *srv = ts_new(&sks_forking_tcp_ops, "127.0.0.1:0",
-                             &echo_stream, NULL, 0);
+    sks_server *srv = ts_new(&ops, "127.0.0.1:0", &echo_stream, NULL, 0);
     assert_int_equal(sks_server_set_max_children(srv, 0), -EINVAL);
     assert_int_equal(sks_server_set_max_children(srv, MAX), 0);
     ts_serve(&ts, srv, 0.01);
@@ -371,6 +404,7 @@ static void test_max_children_bound_waits_for_a_child_before_accepting(void **st
         assert_int_equal(client_send_all(c[i], "hold\n", 5), 0);
         assert_true(report_next(&r, 5000));
     }
+    assert_true(loop_done_with_taken_requests());
     assert_int_equal(sks_server_active_children(srv), MAX);
     assert_int_equal(count_children(), MAX + 1); /* and the foreign one */
     /* The parent closed its copy of each connection at once: only our
