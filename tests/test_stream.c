@@ -434,15 +434,25 @@ static void test_read_returns_exactly_n_then_short_at_end_of_input(
     assert_true(res.ok[0] && res.ok[1] && res.ok[2]);
 }
 
-/* read_all with res.cap as max; replies with the result as text. */
+/*
+ * read_all with res.cap as max; then reads what it left (res.r[1]: bytes,
+ * or -errno) and replies with the result as text.  Reading the rest is
+ * what lets the client send all its input: a connection closed with input
+ * unread is reset, and the reset cuts short a client still sending.
+ */
 static int read_all_handle(sks_handler *h)
 {
     void *data = (void *)&res; /* must be replaced */
-    char reply[32];
+    char reply[32], rest[4096];
     ssize_t n = sks_rfile_read_all(sks_handler_rfile(h), &data, res.cap);
     res.r[0] = n;
     res.ok[0] = n < 0 ? data == NULL : is_pattern(data, (size_t)n, 0);
     free(data);
+    ssize_t got, left = 0;
+    while ((got = sks_rfile_read(sks_handler_rfile(h), rest,
+                                 sizeof(rest))) > 0)
+        left += got;
+    res.r[1] = got < 0 ? got : left;
     int len = snprintf(reply, sizeof(reply), "%zd\n", n);
     ssize_t w = sks_wfile_write(sks_handler_wfile(h), reply, (size_t)len);
     return w < 0 ? (int)w : 0;
@@ -474,6 +484,11 @@ static ssize_t run_read_all(size_t max, size_t n)
     free(data);
     assert_true(res.ok[0]);
     assert_int_equal(atol(reply), res.r[0]);
+    /* No more than max: once over it, read_all stopped reading. */
+    if (res.r[0] == -EMSGSIZE)
+        assert_true(res.r[1] >= (ssize_t)(n - max - 1));
+    else
+        assert_int_equal(res.r[1], 0);
     return res.r[0];
 }
 
