@@ -230,7 +230,9 @@ int count_threads(void)
     return count_dir("/proc/self/task");
 }
 
-int count_children(void)
+/* Children of this process; with running_only, not those that have
+ * exited and wait to be reaped (zombies). */
+static int children(bool running_only)
 {
     DIR *d = opendir("/proc");
     struct dirent *e;
@@ -254,11 +256,21 @@ int count_children(void)
         int ppid;
         char state;
         if (rp != NULL && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 &&
-            ppid == me)
+            ppid == me && !(running_only && state == 'Z'))
             n++;
     }
     closedir(d);
     return n;
+}
+
+int count_children(void)
+{
+    return children(false);
+}
+
+int count_running_children(void)
+{
+    return children(true);
 }
 
 double now_seconds(void)

@@ -60,6 +60,7 @@ void assert_echo(int fd, const char *line);
 int count_open_fds(void);
 int count_threads(void);
 int count_children(void);   /* live or zombie children of this process */
+int count_running_children(void); /* those not exited (no zombies) */
 
 double now_seconds(void);   /* monotonic */
 void sleep_ms(int ms);
