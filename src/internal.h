@@ -446,4 +446,117 @@ int sks__proxy_accept(sks_server *srv, sks_request *req);
     .handle_timeout = sks_base_handle_timeout,                               \
     .service_actions = sks_base_service_actions
 
+/*
+ * Fibers: the context switch and the stacks (fiber_switch.c, fiber_stack.c,
+ * and one platform file: fiber_ctx_x86_64.S, fiber_ctx_aarch64.S, or
+ * fiber_ctx_portable.c elsewhere or when SKS_FIBER_PORTABLE is defined).
+ * Thread safety: none; a fiber, and the stack cache it came from, belong to
+ * one thread for life (a fiber never migrates, so __thread state stays
+ * valid inside it).
+ *
+ * Stacks.  Each fiber runs on its own mmap'd stack with a PROT_NONE guard
+ * page below it, always: an overflow is a SIGSEGV whose address lies in
+ * that page, never silent corruption of a neighbour.  Memory is reserved,
+ * not committed: a stack costs what its deepest call touched, page by page
+ * (an idle handler parked in readline touches 2-3 pages), so the default
+ * SKS__FIBER_STACK_DEFAULT (256 KiB) is cheap in RSS but bounds the depth.
+ * Size a stack as the deepest handler call chain plus its largest locals
+ * plus 16 KiB for the library and libc (getaddrinfo and printf-family
+ * calls use several KiB); under AddressSanitizer frames grow 2-3x.  Each
+ * stack is two memory mappings (guard and stack), so vm.max_map_count
+ * (65530 by default) caps a process at about 32,000 live fibers.
+ * Transparent huge pages are refused for stacks (MADV_NOHUGEPAGE): a 2 MiB
+ * page would make every stack resident in full.
+ */
+#define SKS__FIBER_STACK_DEFAULT (256u * 1024)
+#define SKS__FIBER_STACK_MIN (16u * 1024)
+
+/* The sanitizers built in, for the fiber files' annotations. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SKS__ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define SKS__TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SKS__ASAN 1
+#endif
+#if __has_feature(thread_sanitizer)
+#define SKS__TSAN 1
+#endif
+#endif
+
+/* One stack.  The descriptor lives in the mapping, above the stack. */
+struct sks__stack {
+    char *lo;                  /* usable [lo, hi); the guard page is below */
+    char *hi;                  /* 16-aligned start, coloured per use */
+    size_t map_len;            /* the mapping: guard page + stack + this */
+    unsigned vg_id;            /* valgrind's stack id */
+    struct sks__stack *next;   /* in the cache's free list */
+};
+
+/* A per-owner (per-loop) cache of free stacks of one size. */
+struct sks__stack_cache {
+    size_t size;               /* usable bytes of each stack */
+    unsigned max_free;         /* free stacks kept; more are unmapped */
+    unsigned nfree;
+    unsigned live;             /* stacks handed out and not yet put back */
+    unsigned colour;           /* rotates each stack's start offset */
+    struct sks__stack *free;
+};
+
+/* size 0: SKS__FIBER_STACK_DEFAULT; rounded up to whole pages and to at
+ * least SKS__FIBER_STACK_MIN.  Maps nothing yet. */
+void sks__stack_cache_init(struct sks__stack_cache *c, size_t size,
+                           unsigned max_free);
+/* 0 and *out, or -ENOMEM (or another -errno from mmap/mprotect). */
+int sks__stack_get(struct sks__stack_cache *c, struct sks__stack **out);
+void sks__stack_put(struct sks__stack_cache *c, struct sks__stack *s);
+/* Unmaps the free stacks; stacks still handed out stay the owner's. */
+void sks__stack_cache_fini(struct sks__stack_cache *c);
+
+/*
+ * A fiber is a saved context plus, unless it is a thread's own context, a
+ * stack.  sks__fiber_switch(from, to) saves the running context in from
+ * and resumes to; it returns when something switches back to from.  A
+ * fiber made by sks__fiber_make starts at fn(arg) on its first switch-in;
+ * when fn returns, done is set and the fiber switches for the last time to
+ * whichever fiber last switched to it (its resumer), which may then
+ * release it.  Only callee-saved registers, the FP control state (x87 and
+ * MXCSR, or FPCR), SP and PC are switched: no signal mask, no system call.
+ * The sanitizers (ASan, TSan) and valgrind are told of every switch and
+ * every stack.
+ */
+typedef struct sks__fiber sks__fiber;
+struct sks__fiber {
+    void *sp;                  /* saved context while switched out */
+    sks__fiber *resumer;       /* the fiber that last switched here */
+    struct sks__stack *stack;  /* NULL: a thread's own stack */
+    void (*fn)(void *);
+    void *arg;
+    bool done;                 /* fn returned */
+    const void *asan_bottom;   /* this fiber's stack, as ASan knows it */
+    size_t asan_size;
+    void *asan_fake;           /* ASan's fake stack while switched out */
+    void *tsan;                /* TSan's fiber */
+};
+
+/* Makes f the calling thread's own context, so it can switch to fibers. */
+void sks__fiber_thread(sks__fiber *f);
+/* Prepares f to run fn(arg) on a stack from c: 0, or -errno. */
+int sks__fiber_make(sks__fiber *f, struct sks__stack_cache *c,
+                    void (*fn)(void *), void *arg);
+void sks__fiber_switch(sks__fiber *from, sks__fiber *to);
+/* Gives f's stack back to c.  f is done, or never ran; f is not running. */
+void sks__fiber_release(sks__fiber *f, struct sks__stack_cache *c);
+
+/* The platform layer (one file per architecture).  make writes a first
+ * frame below top (made 16-aligned) that starts entry(arg), returning the
+ * context to switch to (lo, the stack's low end, is for the portable
+ * file's makecontext); switch saves the running context in *save and
+ * resumes load.  entry must never return. */
+void *sks__fctx_make(void *lo, void *top, void (*entry)(void *), void *arg);
+void sks__fctx_switch(void **save, void *load);
+
 #endif /* SKS_INTERNAL_H */
