@@ -47,7 +47,8 @@ static int cross_test_skipped;
 
 static int cross_run(const char *group, const struct CMUnitTest *t, size_t n)
 {
-    size_t passed = 0, failed = 0, skipped = 0;
+    /* volatile: they change between setjmp and longjmp. */
+    volatile size_t passed = 0, failed = 0, skipped = 0;
 
     printf("[==========] %s: Running %zu test(s).\n", group, n);
     for (size_t i = 0; i < n; i++) {
