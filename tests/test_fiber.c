@@ -31,6 +31,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 static sks__fiber main_f;
 static struct sks__stack_cache cache;
 
@@ -462,7 +471,10 @@ static void test_rounding_mode_stays_in_its_fiber(void **state)
     sks__fiber_switch(&main_f, &fp_f);
     assert_true(fp_f.done);
     assert_int_equal(fp_fiber_mode, FE_UPWARD);
-    assert_true(fp_fiber_third > nearest);
+    /* Valgrind computes SSE arithmetic rounding to nearest whatever
+     * MXCSR says (its manual, "Limitations"). */
+    if (!RUNNING_ON_VALGRIND)
+        assert_true(fp_fiber_third > nearest);
     assert_int_equal(fegetround(), FE_TONEAREST);
     sks__fiber_release(&fp_f, &cache);
     end_cache();
