@@ -63,6 +63,13 @@ awk -F'|' '$1 == "shutdown" {
 }' "$extra"
 
 echo
+echo "Fiber context switch (ns; target for the library's switch: <= 20 ns):"
+awk -F'|' '$1 == "switch" {
+    split($3, kv, "=")
+    printf "  %-30s %8s ns\n", $2, kv[2]
+}' "$extra"
+
+echo
 echo "Idle connections held open (server RSS and threads while held):"
 awk -F'|' '$1 == "idle" {
     split($3, kv, " ")

@@ -304,6 +304,24 @@ idle_case() {
         "idle $n" "$label" "${got:-0}" "$rss" "$rss0" "$thr"
 }
 
+# --- fiber context switch -------------------------------------------------
+# ns per switch of the library's switch, of the portable fallback, and of
+# swapcontext (the reference), on the server's CPU.
+fiber_switch() {
+    local b r impl
+    for b in fiber_switch fiber_switch_portable; do
+        timeout 60 $PIN_SRV "$BIN/$b" "$1" 2>>"$LOG" | grep '^RESULT' |
+        while read -r _ what r; do
+            impl=${r%% *}
+            impl=${impl#impl=}
+            # swapcontext is measured by both binaries: keep it once.
+            [ "$b" = fiber_switch_portable ] && [ "$impl" = swapcontext ] && continue
+            echo "switch|$what $impl|${r#* }" >>"$EXTRA"
+            printf '  %-22s %-30s %s\n' "fiber $what" "$impl" "${r#* }"
+        done
+    done
+}
+
 # --- the run -----------------------------------------------------------------
 echo "libsockserver benchmarks ($MODE): $SECS s per run, best of $REPEAT, $PINNING"
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), Linux $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -316,6 +334,7 @@ if [ "$MODE" = quick ]; then
     rounds dgram_scenario "udp 16 outstanding" "--mode dgram --conns 16 --size 16" udp
     rounds stream_scenario "unix echo c16" "--mode echo --conns 16 --size 16" unix - 1.3 -
     shutdown_latency 20 3
+    fiber_switch 2000000
     idle_case 200 "sks ThreadingTCPServer" "$BIN/sks_echo" threading 127.0.0.1:0
     idle_case 200 "C thread-per-connection" "$BIN/ref_thread" 127.0.0.1:0
     [ -n "$PY" ] && idle_case 200 "py ThreadingTCPServer" "$PY" bench/py_echo.py threading 127.0.0.1:0
@@ -332,6 +351,7 @@ else
     rounds stream_scenario "unix echo c16" "--mode echo --conns 16 --size 16" unix - 1.3 -
     rounds dgram_scenario "unix dgram 16" "--mode dgram --conns 16 --size 16" unix
     shutdown_latency 50 10
+    fiber_switch 10000000
     idle_case 1000 "sks ThreadingTCPServer" "$BIN/sks_echo" threading 127.0.0.1:0
     idle_case 1000 "C thread-per-connection" "$BIN/ref_thread" 127.0.0.1:0
     [ -n "$PY" ] && idle_case 1000 "py ThreadingTCPServer" "$PY" bench/py_echo.py threading 127.0.0.1:0
