@@ -559,4 +559,43 @@ void sks__fiber_release(sks__fiber *f, struct sks__stack_cache *c);
 void *sks__fctx_make(void *lo, void *top, void (*entry)(void *), void *arg);
 void sks__fctx_switch(void **save, void *load);
 
+/*
+ * Fiber loops (fiber_loop.c): one thread, one epoll instance, its fibers
+ * and their timer heap.  A loop belongs to the thread that runs it; only
+ * sks__floop_cancel may be called from another thread.  The calls below
+ * that take no loop act on the calling thread's, from inside one of its
+ * fibers (-EINVAL elsewhere).
+ */
+struct sks__floop;
+/* cached_stacks: free stacks the loop keeps for its next fibers. */
+int sks__floop_new(struct sks__floop **out, size_t stack_size,
+                   unsigned cached_stacks);
+/* After sks__floop_run returned (fibers never run are released). */
+void sks__floop_free(struct sks__floop *l);
+/* A fiber running fn(arg), first run in the loop's next turn: 0, -errno.
+ * From the loop's thread (a fiber of it, or before sks__floop_run). */
+int sks__floop_spawn(struct sks__floop *l, void (*fn)(void *), void *arg);
+/* Runs the loop on the calling thread until it has no fiber left: 0, or
+ * -errno if epoll_wait fails. */
+int sks__floop_run(struct sks__floop *l);
+/* Any thread: every parked fiber wakes with -ECANCELED, and every later
+ * wait returns it at once, so handlers end. */
+void sks__floop_cancel(struct sks__floop *l);
+/* The calling fiber's loop; NULL outside a loop's fibers. */
+struct sks__floop *sks__floop_here(void);
+size_t sks__floop_fibers(const struct sks__floop *l);
+/* fd, non-blocking, is the loop's until sks__floop_forget: added to epoll
+ * once (edge-triggered, both directions).  Forget it before closing it;
+ * descriptors never registered still work, at two epoll_ctl a wait. */
+int sks__floop_register(int fd);
+void sks__floop_forget(int fd);
+/* After EAGAIN: parks until fd may be readable (or writable), or until
+ * deadline (sks__now() seconds; INFINITY: none).  0: try again;
+ * -ETIMEDOUT, -ECANCELED, -EBUSY (another fiber waits the same way). */
+int sks__floop_wait_fd(int fd, bool write, double deadline);
+/* Parks until deadline: 0, or -ECANCELED. */
+int sks__floop_sleep(double deadline);
+/* Lets every other ready fiber run first. */
+void sks__floop_yield(void);
+
 #endif /* SKS_INTERNAL_H */

@@ -1,0 +1,525 @@
+/*
+ * fiber_loop.c - a fiber loop: one thread, one epoll instance, the fibers
+ * it runs, and the timer heap that keeps their deadlines.  The fiber model
+ * runs one per core; this file knows nothing of servers.
+ *
+ * Parking is Go's netpoller: a descriptor the owner registers is added to
+ * epoll once, edge-triggered for both directions (EPOLLET, no epoll_ctl
+ * per wait), and a fiber that got EAGAIN parks in the descriptor's reader
+ * or writer slot.  An edge that comes while nobody waits needs no memory:
+ * a fiber waits only after its system call said EAGAIN, and the loop's
+ * one thread reads events only once that fiber has parked, so any byte
+ * that comes after the EAGAIN is a new edge it will see.  Descriptors the loop was not told about (a handler's own
+ * socket) are registered one-shot for the one wait and removed after:
+ * their owner may close them at any time, and a registration left behind
+ * would silently swallow the events of the next descriptor with that
+ * number.
+ *
+ * A turn runs every ready fiber until it parks or ends, then waits in
+ * epoll_wait until an event, the nearest deadline (the heap's minimum,
+ * rounded up to a whole millisecond) or a post from another thread (an
+ * eventfd); events only mark fibers ready, which run in the next turn, so
+ * no fiber closes a descriptor while events for it are still being read.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct sks__fib {
+    sks__fiber f;
+    struct sks__floop *loop;
+    struct sks__fib *next;              /* run queue, or posted list */
+    struct sks__fib *all_prev, *all_next;
+    double deadline;
+    size_t heap_idx;                    /* NOT_IN_HEAP, or its slot */
+    int wait_fd;                        /* -1, or the slot it parks in */
+    bool wait_write;
+    bool parked;
+    int wake;                           /* what the last park returns */
+};
+
+struct fdwait {
+    struct sks__fib *reader, *writer;
+    bool registered;                    /* added once, kept until forget */
+};
+
+struct sks__floop {
+    int epfd, evfd;
+    sks__fiber sched;                   /* the loop thread's own context */
+    struct sks__fib *current;           /* NULL: the scheduler runs */
+    struct sks__fib *runq, *runq_tail;
+    struct sks__fib *all;               /* every live fiber */
+    size_t nfibers;
+    struct sks__fib **heap;             /* min-heap on deadline */
+    size_t nheap, heap_cap;
+    struct fdwait *fds;                 /* by descriptor number */
+    size_t nfds;
+    struct sks__stack_cache stacks;
+    bool cancelled;
+    /* From other threads: fibers to make ready, and a cancel request. */
+    pthread_mutex_t lock;
+    struct sks__fib *posted;
+    atomic_bool cancel_request;
+};
+
+#define NOT_IN_HEAP SIZE_MAX
+#define EVFD_TAG UINT64_MAX
+#define BATCH 256
+
+static _Thread_local struct sks__floop *here;
+
+/* ------------------------------------------------------------------------ */
+/* Timer heap                                                                */
+
+static void heap_place(struct sks__floop *l, size_t i, struct sks__fib *f)
+{
+    l->heap[i] = f;
+    f->heap_idx = i;
+}
+
+static void heap_up(struct sks__floop *l, size_t i)
+{
+    struct sks__fib *f = l->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (l->heap[parent]->deadline <= f->deadline)
+            break;
+        heap_place(l, i, l->heap[parent]);
+        i = parent;
+    }
+    heap_place(l, i, f);
+}
+
+static void heap_down(struct sks__floop *l, size_t i)
+{
+    struct sks__fib *f = l->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= l->nheap)
+            break;
+        if (c + 1 < l->nheap && l->heap[c + 1]->deadline < l->heap[c]->deadline)
+            c++;
+        if (f->deadline <= l->heap[c]->deadline)
+            break;
+        heap_place(l, i, l->heap[c]);
+        i = c;
+    }
+    heap_place(l, i, f);
+}
+
+static int heap_push(struct sks__floop *l, struct sks__fib *f, double deadline)
+{
+    if (l->nheap == l->heap_cap) {
+        size_t cap = l->heap_cap ? 2 * l->heap_cap : 64;
+        struct sks__fib **h = realloc(l->heap, cap * sizeof *h);
+        if (h == NULL)
+            return -ENOMEM;
+        l->heap = h;
+        l->heap_cap = cap;
+    }
+    f->deadline = deadline;
+    l->heap[l->nheap++] = f;
+    heap_up(l, l->nheap - 1);
+    return 0;
+}
+
+static void heap_remove(struct sks__floop *l, struct sks__fib *f)
+{
+    size_t i = f->heap_idx;
+    if (i == NOT_IN_HEAP)
+        return;
+    f->heap_idx = NOT_IN_HEAP;
+    struct sks__fib *last = l->heap[--l->nheap];
+    if (last == f)
+        return;
+    heap_place(l, i, last);
+    heap_up(l, i);
+    heap_down(l, last->heap_idx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ready, park, wake                                                         */
+
+static void make_ready(struct sks__floop *l, struct sks__fib *f)
+{
+    f->next = NULL;
+    if (l->runq_tail != NULL)
+        l->runq_tail->next = f;
+    else
+        l->runq = f;
+    l->runq_tail = f;
+}
+
+static void wake(struct sks__fib *f, int why)
+{
+    struct sks__floop *l = f->loop;
+
+    if (!f->parked)
+        return;
+    f->parked = false;
+    f->wake = why;
+    heap_remove(l, f);
+    if (f->wait_fd >= 0) {
+        struct fdwait *w = &l->fds[f->wait_fd];
+        if (f->wait_write)
+            w->writer = NULL;
+        else
+            w->reader = NULL;
+        f->wait_fd = -1;
+    }
+    make_ready(l, f);
+}
+
+/* Parks the running fiber until a wake; returns its reason. */
+static int park(struct sks__floop *l, double deadline)
+{
+    struct sks__fib *me = l->current;
+
+    if (l->cancelled)
+        return -ECANCELED;
+    if (deadline != INFINITY && heap_push(l, me, deadline) != 0)
+        return -ENOMEM;
+    me->parked = true;
+    sks__fiber_switch(&me->f, &l->sched);
+    return me->wake;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Descriptors                                                               */
+
+static struct fdwait *slot(struct sks__floop *l, int fd)
+{
+    if ((size_t)fd >= l->nfds) {
+        size_t n = l->nfds ? l->nfds : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        struct fdwait *t = realloc(l->fds, n * sizeof *t);
+        if (t == NULL)
+            return NULL;
+        memset(t + l->nfds, 0, (n - l->nfds) * sizeof *t);
+        l->fds = t;
+        l->nfds = n;
+    }
+    return &l->fds[fd];
+}
+
+static int epoll_set(struct sks__floop *l, int op, int fd, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)fd };
+    return epoll_ctl(l->epfd, op, fd, &ev) == 0 ? 0 : -errno;
+}
+
+int sks__floop_register(int fd)
+{
+    struct sks__floop *l = here;
+    if (l == NULL || fd < 0)
+        return -EINVAL;
+    struct fdwait *w = slot(l, fd);
+    if (w == NULL)
+        return -ENOMEM;
+    if (w->registered)
+        return 0;
+    int err = epoll_set(l, EPOLL_CTL_ADD, fd,
+                        EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    if (err != 0)
+        return err;
+    *w = (struct fdwait){ .registered = true };
+    return 0;
+}
+
+void sks__floop_forget(int fd)
+{
+    struct sks__floop *l = here;
+    if (l == NULL || fd < 0 || (size_t)fd >= l->nfds)
+        return;
+    /* The owner closes fd (which leaves epoll with it) after, or has. */
+    if (l->fds[fd].registered)
+        (void)epoll_set(l, EPOLL_CTL_DEL, fd, 0);
+    l->fds[fd] = (struct fdwait){ 0 };
+}
+
+/* The one-shot interest of a descriptor the loop was not told about:
+ * whichever of its two slots have a fiber waiting. */
+static uint32_t foreign_interest(const struct fdwait *w)
+{
+    return (w->reader != NULL ? EPOLLIN | EPOLLRDHUP : 0u) |
+           (w->writer != NULL ? EPOLLOUT : 0u);
+}
+
+static int foreign_arm(struct sks__floop *l, int fd, const struct fdwait *w,
+                       bool first)
+{
+    uint32_t ev = foreign_interest(w);
+    if (ev == 0)
+        return epoll_set(l, EPOLL_CTL_DEL, fd, 0);
+    ev |= EPOLLONESHOT;
+    int err = epoll_set(l, first ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, ev);
+    if (err == -EEXIST)
+        err = epoll_set(l, EPOLL_CTL_MOD, fd, ev);
+    return err;
+}
+
+int sks__floop_wait_fd(int fd, bool write, double deadline)
+{
+    struct sks__floop *l = here;
+    if (l == NULL || l->current == NULL || fd < 0)
+        return -EINVAL;
+    if (deadline != INFINITY && sks__now() >= deadline)
+        return -ETIMEDOUT;
+    struct fdwait *w = slot(l, fd);
+    if (w == NULL)
+        return -ENOMEM;
+    struct sks__fib **waiter = write ? &w->writer : &w->reader;
+    if (*waiter != NULL)
+        return -EBUSY;          /* one reader and one writer per descriptor */
+    struct sks__fib *me = l->current;
+    bool foreign = !w->registered;
+    bool first = foreign && foreign_interest(w) == 0;
+    *waiter = me;
+    if (foreign) {
+        int err = foreign_arm(l, fd, w, first);
+        if (err != 0) {
+            *waiter = NULL;
+            return err;
+        }
+    }
+    me->wait_fd = fd;
+    me->wait_write = write;
+    int r = park(l, deadline);
+    /* Parking may have failed (cancelled, no memory), and the table may
+     * have moved while this fiber was parked. */
+    w = &l->fds[fd];
+    waiter = write ? &w->writer : &w->reader;
+    if (*waiter == me)
+        *waiter = NULL;
+    me->wait_fd = -1;
+    if (foreign)
+        (void)foreign_arm(l, fd, w, false);
+    return r;
+}
+
+int sks__floop_sleep(double deadline)
+{
+    struct sks__floop *l = here;
+    if (l == NULL || l->current == NULL)
+        return -EINVAL;
+    if (deadline != INFINITY && sks__now() >= deadline)
+        return 0;
+    int r = park(l, deadline);
+    return r == -ETIMEDOUT ? 0 : r;
+}
+
+void sks__floop_yield(void)
+{
+    struct sks__floop *l = here;
+    if (l == NULL || l->current == NULL)
+        return;
+    struct sks__fib *me = l->current;
+    me->parked = true;
+    wake(me, 0);                      /* to the back of the run queue */
+    sks__fiber_switch(&me->f, &l->sched);
+}
+
+static void dispatch(struct sks__floop *l, uint64_t tag, uint32_t ev)
+{
+    int fd = (int)tag;
+    if ((size_t)fd >= l->nfds)
+        return;
+    struct fdwait *w = &l->fds[fd];
+    if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) && w->reader)
+        wake(w->reader, 0);
+    if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && w->writer)
+        wake(w->writer, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fibers                                                                    */
+
+int sks__floop_spawn(struct sks__floop *l, void (*fn)(void *), void *arg)
+{
+    struct sks__fib *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return -ENOMEM;
+    int err = sks__fiber_make(&f->f, &l->stacks, fn, arg);
+    if (err != 0) {
+        free(f);
+        return err;
+    }
+    f->loop = l;
+    f->heap_idx = NOT_IN_HEAP;
+    f->wait_fd = -1;
+    f->all_next = l->all;
+    if (l->all != NULL)
+        l->all->all_prev = f;
+    l->all = f;
+    l->nfibers++;
+    make_ready(l, f);
+    return 0;
+}
+
+static void end_fiber(struct sks__floop *l, struct sks__fib *f)
+{
+    if (f->all_prev != NULL)
+        f->all_prev->all_next = f->all_next;
+    else
+        l->all = f->all_next;
+    if (f->all_next != NULL)
+        f->all_next->all_prev = f->all_prev;
+    l->nfibers--;
+    sks__fiber_release(&f->f, &l->stacks);
+    free(f);
+}
+
+static void run_ready(struct sks__floop *l)
+{
+    /* Only what is ready now: a fiber that yields runs again next turn,
+     * after the events that came meanwhile. */
+    struct sks__fib *f = l->runq;
+    struct sks__fib *last = l->runq_tail;
+    l->runq = l->runq_tail = NULL;
+    while (f != NULL) {
+        struct sks__fib *next = f == last ? NULL : f->next;
+        l->current = f;
+        sks__fiber_switch(&l->sched, &f->f);
+        l->current = NULL;
+        if (f->f.done)
+            end_fiber(l, f);
+        f = next;
+    }
+}
+
+static void cancel_all(struct sks__floop *l)
+{
+    l->cancelled = true;
+    for (struct sks__fib *f = l->all; f != NULL; f = f->all_next)
+        wake(f, -ECANCELED);
+}
+
+void sks__floop_cancel(struct sks__floop *l)
+{
+    atomic_store(&l->cancel_request, true);
+    uint64_t one = 1;
+    ssize_t n = write(l->evfd, &one, sizeof one);
+    (void)n;                  /* a full counter has a wake-up pending */
+}
+
+static void take_posted(struct sks__floop *l)
+{
+    uint64_t count;
+    ssize_t n = read(l->evfd, &count, sizeof count);
+    (void)n;
+    pthread_mutex_lock(&l->lock);
+    struct sks__fib *f = l->posted;
+    l->posted = NULL;
+    pthread_mutex_unlock(&l->lock);
+    while (f != NULL) {
+        struct sks__fib *next = f->next;
+        wake(f, 0);
+        f = next;
+    }
+    if (atomic_load(&l->cancel_request))
+        cancel_all(l);
+}
+
+static void expire(struct sks__floop *l)
+{
+    if (l->nheap == 0)
+        return;
+    double now = sks__now();
+    while (l->nheap > 0 && l->heap[0]->deadline <= now)
+        wake(l->heap[0], -ETIMEDOUT);
+}
+
+int sks__floop_run(struct sks__floop *l)
+{
+    struct epoll_event ev[BATCH];
+
+    here = l;
+    sks__fiber_thread(&l->sched);
+    while (l->nfibers > 0) {
+        run_ready(l);
+        if (l->nfibers == 0)
+            break;
+        int timeout = -1;
+        if (l->runq != NULL)
+            timeout = 0;
+        else if (l->nheap > 0)
+            timeout = sks__ms_until(l->heap[0]->deadline);
+        int n = epoll_wait(l->epfd, ev, BATCH, timeout);
+        if (n < 0 && errno != EINTR) {
+            here = NULL;
+            return -errno;
+        }
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u64 == EVFD_TAG)
+                take_posted(l);
+            else
+                dispatch(l, ev[i].data.u64, ev[i].events);
+        }
+        expire(l);
+    }
+    here = NULL;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life                                                                      */
+
+int sks__floop_new(struct sks__floop **out, size_t stack_size,
+                   unsigned cached_stacks)
+{
+    struct sks__floop *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return -ENOMEM;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EVFD_TAG };
+    if (l->epfd < 0 || l->evfd < 0 ||
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) {
+        int err = -errno;
+        if (l->epfd >= 0)
+            close(l->epfd);
+        if (l->evfd >= 0)
+            close(l->evfd);
+        free(l);
+        return err;
+    }
+    pthread_mutex_init(&l->lock, NULL);
+    sks__stack_cache_init(&l->stacks, stack_size, cached_stacks);
+    *out = l;
+    return 0;
+}
+
+void sks__floop_free(struct sks__floop *l)
+{
+    if (l == NULL)
+        return;
+    /* Fibers never run (sks__floop_run returns only once all ended). */
+    while (l->all != NULL)
+        end_fiber(l, l->all);
+    sks__stack_cache_fini(&l->stacks);
+    pthread_mutex_destroy(&l->lock);
+    close(l->epfd);
+    close(l->evfd);
+    free(l->heap);
+    free(l->fds);
+    free(l);
+}
+
+struct sks__floop *sks__floop_here(void)
+{
+    return here != NULL && here->current != NULL ? here : NULL;
+}
+
+size_t sks__floop_fibers(const struct sks__floop *l)
+{
+    return l->nfibers;
+}
