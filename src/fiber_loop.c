@@ -36,7 +36,8 @@
 struct sks__fib {
     sks__fiber f;
     struct sks__floop *loop;
-    struct sks__fib *next;              /* run queue, or posted list */
+    struct sks__fib *next;              /* run queue */
+    struct sks__fib *post_next;         /* posted list (l->lock) */
     struct sks__fib *all_prev, *all_next;
     double deadline;
     size_t heap_idx;                    /* NOT_IN_HEAP, or its slot */
@@ -68,6 +69,10 @@ struct sks__floop {
     pthread_mutex_t lock;
     struct sks__fib *posted;
     atomic_bool cancel_request;
+    /* For a watchdog thread: fibers resumed so far, and whether one runs
+     * now (a fiber that holds the loop leaves resumes unchanged). */
+    atomic_ulong resumes;
+    atomic_bool in_fiber;
 };
 
 #define NOT_IN_HEAP SIZE_MAX
@@ -178,6 +183,12 @@ static void wake(struct sks__fib *f, int why)
     make_ready(l, f);
 }
 
+static void park_now(struct sks__floop *l, struct sks__fib *me)
+{
+    me->parked = true;
+    sks__fiber_switch(&me->f, &l->sched);
+}
+
 /* Parks the running fiber until a wake; returns its reason. */
 static int park(struct sks__floop *l, double deadline)
 {
@@ -187,8 +198,7 @@ static int park(struct sks__floop *l, double deadline)
         return -ECANCELED;
     if (deadline != INFINITY && heap_push(l, me, deadline) != 0)
         return -ENOMEM;
-    me->parked = true;
-    sks__fiber_switch(&me->f, &l->sched);
+    park_now(l, me);
     return me->wake;
 }
 
@@ -328,6 +338,114 @@ void sks__floop_yield(void)
     sks__fiber_switch(&me->f, &l->sched);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Blocking work on helper threads                                           */
+
+struct sks__job {
+    void (*fn)(void *);
+    void *arg;
+    struct sks__fib *fib;
+    bool done;                        /* under fib->loop->lock */
+    struct sks__job *next;
+};
+
+static void post_done(struct sks__job *j)
+{
+    struct sks__floop *l = j->fib->loop;
+
+    pthread_mutex_lock(&l->lock);
+    j->done = true;
+    j->fib->post_next = l->posted;
+    l->posted = j->fib;
+    pthread_mutex_unlock(&l->lock);
+    uint64_t one = 1;
+    ssize_t n = write(l->evfd, &one, sizeof one);
+    (void)n;                          /* a full counter has a wake-up pending */
+}
+
+static void *helper_main(void *arg)
+{
+    struct sks__helpers *h = arg;
+
+    pthread_mutex_lock(&h->lock);
+    for (;;) {
+        while (h->queue == NULL && !h->stopping)
+            pthread_cond_wait(&h->cond, &h->lock);
+        if (h->queue == NULL)
+            break;
+        struct sks__job *j = h->queue;
+        h->queue = j->next;
+        pthread_mutex_unlock(&h->lock);
+        j->fn(j->arg);
+        post_done(j);
+        pthread_mutex_lock(&h->lock);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+int sks__helpers_start(struct sks__helpers *h, size_t n)
+{
+    *h = (struct sks__helpers){ .n = 0 };
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->cond, NULL);
+    h->threads = calloc(n, sizeof *h->threads);
+    if (h->threads == NULL) {
+        sks__helpers_stop(h);
+        return -ENOMEM;
+    }
+    for (; h->n < n; h->n++) {
+        int err = pthread_create(&h->threads[h->n], NULL, helper_main, h);
+        if (err != 0) {
+            sks__helpers_stop(h);
+            return -err;
+        }
+    }
+    return 0;
+}
+
+void sks__helpers_stop(struct sks__helpers *h)
+{
+    pthread_mutex_lock(&h->lock);
+    h->stopping = true;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+    for (size_t i = 0; i < h->n; i++)
+        pthread_join(h->threads[i], NULL);
+    free(h->threads);
+    h->threads = NULL;
+    h->n = 0;
+    pthread_cond_destroy(&h->cond);
+    pthread_mutex_destroy(&h->lock);
+}
+
+int sks__floop_offload(struct sks__helpers *h, void (*fn)(void *), void *arg)
+{
+    struct sks__floop *l = here;
+    if (l == NULL || l->current == NULL || h->n == 0) {
+        fn(arg);
+        return 0;
+    }
+    /* The job lives on this fiber's stack, which stays put until the
+     * helper is done with it: a cancel does not end this wait. */
+    struct sks__job j = { .fn = fn, .arg = arg, .fib = l->current };
+    pthread_mutex_lock(&h->lock);
+    struct sks__job **tail = &h->queue;
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = &j;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+    for (;;) {
+        park_now(l, j.fib);
+        pthread_mutex_lock(&l->lock);
+        bool done = j.done;
+        pthread_mutex_unlock(&l->lock);
+        if (done)
+            return 0;
+    }
+}
+
 static void dispatch(struct sks__floop *l, uint64_t tag, uint32_t ev)
 {
     int fd = (int)tag;
@@ -388,7 +506,10 @@ static void run_ready(struct sks__floop *l)
     while (f != NULL) {
         struct sks__fib *next = f == last ? NULL : f->next;
         l->current = f;
+        atomic_store_explicit(&l->in_fiber, true, memory_order_relaxed);
+        atomic_fetch_add_explicit(&l->resumes, 1, memory_order_relaxed);
         sks__fiber_switch(&l->sched, &f->f);
+        atomic_store_explicit(&l->in_fiber, false, memory_order_relaxed);
         l->current = NULL;
         if (f->f.done)
             end_fiber(l, f);
@@ -421,11 +542,11 @@ static void take_posted(struct sks__floop *l)
     l->posted = NULL;
     pthread_mutex_unlock(&l->lock);
     while (f != NULL) {
-        struct sks__fib *next = f->next;
+        struct sks__fib *next = f->post_next;
         wake(f, 0);
         f = next;
     }
-    if (atomic_load(&l->cancel_request))
+    if (atomic_exchange(&l->cancel_request, false))
         cancel_all(l);
 }
 
@@ -522,4 +643,13 @@ struct sks__floop *sks__floop_here(void)
 size_t sks__floop_fibers(const struct sks__floop *l)
 {
     return l->nfibers;
+}
+
+bool sks__floop_held(struct sks__floop *l, unsigned long *resumes)
+{
+    unsigned long now = atomic_load_explicit(&l->resumes, memory_order_relaxed);
+    bool held = atomic_load_explicit(&l->in_fiber, memory_order_relaxed) &&
+                now == *resumes;
+    *resumes = now;
+    return held;
 }

@@ -597,5 +597,26 @@ int sks__floop_wait_fd(int fd, bool write, double deadline);
 int sks__floop_sleep(double deadline);
 /* Lets every other ready fiber run first. */
 void sks__floop_yield(void);
+/* For a watchdog thread, every interval: true when the same fiber has
+ * run since the previous call, without yielding (*resumes: the count the
+ * previous call saw, updated). */
+bool sks__floop_held(struct sks__floop *l, unsigned long *resumes);
+
+/* Helper threads for blocking work (fiber_loop.c).  sks__floop_offload
+ * runs fn(arg) on one of them while the calling fiber parks, and returns
+ * once fn has returned (a cancel does not cut it short); outside a
+ * loop's fibers, or with no helpers, it calls fn itself. */
+struct sks__helpers {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct sks__job *queue;
+    bool stopping;
+    pthread_t *threads;
+    size_t n;
+};
+int sks__helpers_start(struct sks__helpers *h, size_t n);
+/* Lets queued jobs finish, then joins the threads. */
+void sks__helpers_stop(struct sks__helpers *h);
+int sks__floop_offload(struct sks__helpers *h, void (*fn)(void *), void *arg);
 
 #endif /* SKS_INTERNAL_H */

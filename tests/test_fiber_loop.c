@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,6 +445,165 @@ static void test_cancel_from_another_thread_ends_every_wait(void **state)
     sks__floop_free(loop);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Blocking work, watchdog                                                   */
+
+static struct sks__helpers helpers;
+static pthread_t loop_thread;
+
+struct blocking {
+    int ms;
+    atomic_bool on_helper, done;   /* the ticker reads done meanwhile */
+};
+
+static void block_for(void *arg)
+{
+    struct blocking *b = arg;
+    struct timespec ts = { 0, b->ms * 1000L * 1000L };
+    b->on_helper = !pthread_equal(pthread_self(), loop_thread);
+    nanosleep(&ts, NULL);
+    b->done = true;
+}
+
+static struct blocking job_a;
+static int ticks_during;
+
+static void offloader(void *arg)
+{
+    (void)arg;
+    sks__floop_offload(&helpers, block_for, &job_a);
+}
+
+static void ticker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 200 && !job_a.done; i++) {
+        sks__floop_sleep(sks__now() + 0.002);
+        if (!job_a.done)
+            ticks_during++;
+    }
+}
+
+static void test_blocking_work_runs_on_a_helper_while_fibers_run(void **state)
+{
+    (void)state;
+    loop_thread = pthread_self();
+    assert_int_equal(sks__helpers_start(&helpers, 2), 0);
+    job_a = (struct blocking){ .ms = 60 };
+    ticks_during = 0;
+    new_loop();
+    assert_int_equal(sks__floop_spawn(loop, offloader, NULL), 0);
+    assert_int_equal(sks__floop_spawn(loop, ticker, NULL), 0);
+    run_and_free();
+    sks__helpers_stop(&helpers);
+    assert_true(job_a.done);
+    assert_true(job_a.on_helper);
+    /* The loop kept running its other fiber meanwhile (2 ms ticks over
+     * 60 ms: far more than one). */
+    assert_true(ticks_during >= 5);
+}
+
+static void cancelled_offloader(void *arg)
+{
+    (void)arg;
+    sks__floop_offload(&helpers, block_for, &job_a);
+    /* A cancel came meanwhile; the work still ran to its end. */
+    atomic_store(&job_a.on_helper, job_a.on_helper && job_a.done);
+}
+
+static void test_cancel_waits_for_blocking_work(void **state)
+{
+    (void)state;
+    loop_thread = pthread_self();
+    assert_int_equal(sks__helpers_start(&helpers, 1), 0);
+    job_a = (struct blocking){ .ms = 60 };
+    new_loop();
+    assert_int_equal(sks__floop_spawn(loop, cancelled_offloader, NULL), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_later, loop), 0);
+    run_and_free();
+    pthread_join(t, NULL);
+    sks__helpers_stop(&helpers);
+    assert_true(job_a.done);
+    assert_true(job_a.on_helper);
+}
+
+static void test_blocking_work_outside_a_loop_runs_here(void **state)
+{
+    (void)state;
+    loop_thread = pthread_self();
+    assert_int_equal(sks__helpers_start(&helpers, 1), 0);
+    job_a = (struct blocking){ .ms = 1 };
+    assert_int_equal(sks__floop_offload(&helpers, block_for, &job_a), 0);
+    sks__helpers_stop(&helpers);
+    assert_true(job_a.done);
+    assert_false(job_a.on_helper);
+}
+
+static atomic_int held_seen, watching;
+
+static void *watchdog(void *arg)
+{
+    unsigned long resumes = 0;
+    while (atomic_load(&watching)) {
+        struct timespec ts = { 0, 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+        if (sks__floop_held(arg, &resumes))
+            atomic_fetch_add(&held_seen, 1);
+    }
+    return NULL;
+}
+
+static void spin_for(double seconds, bool yielding)
+{
+    double end = sks__now() + seconds;
+    while (sks__now() < end)
+        if (yielding)
+            sks__floop_yield();
+}
+
+static void polite(void *arg)
+{
+    (void)arg;
+    spin_for(0.15, true);
+}
+
+static void hog(void *arg)
+{
+    (void)arg;
+    spin_for(0.15, false);
+}
+
+static void watch_loop(void (*fn)(void *))
+{
+    new_loop();
+    atomic_store(&held_seen, 0);
+    atomic_store(&watching, 1);
+    assert_int_equal(sks__floop_spawn(loop, fn, NULL), 0);
+    assert_int_equal(sks__floop_spawn(loop, polite, NULL), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, watchdog, loop), 0);
+    assert_int_equal(sks__floop_run(loop), 0);
+    atomic_store(&watching, 0);
+    pthread_join(t, NULL);
+    sks__floop_free(loop);
+}
+
+static void test_a_fiber_holding_its_loop_is_seen(void **state)
+{
+    (void)state;
+    /* Sampled every 20 ms over 150 ms: the hog is seen in most samples;
+     * the polite fibers only if the machine stalled the loop's thread for
+     * a whole interval, at most once here. */
+    watch_loop(polite);
+    int polite_seen = atomic_load(&held_seen);
+    watch_loop(hog);
+    int hog_seen = atomic_load(&held_seen);
+    printf("held in samples: polite %d, hog %d\n", polite_seen, hog_seen);
+    assert_true(polite_seen <= 1);
+    assert_true(hog_seen >= 2);
+}
+
 static void test_calls_outside_a_fiber_are_refused(void **state)
 {
     (void)state;
@@ -464,6 +624,10 @@ int main(void)
         cmocka_unit_test(test_descriptors_never_registered_wait_one_shot),
         cmocka_unit_test(test_yield_lets_the_others_run_first),
         cmocka_unit_test(test_cancel_from_another_thread_ends_every_wait),
+        cmocka_unit_test(test_blocking_work_runs_on_a_helper_while_fibers_run),
+        cmocka_unit_test(test_cancel_waits_for_blocking_work),
+        cmocka_unit_test(test_blocking_work_outside_a_loop_runs_here),
+        cmocka_unit_test(test_a_fiber_holding_its_loop_is_seen),
         cmocka_unit_test(test_calls_outside_a_fiber_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
