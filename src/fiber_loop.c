@@ -38,6 +38,8 @@ struct sks__fib {
     struct sks__floop *loop;
     struct sks__fib *next;              /* run queue */
     struct sks__fib *post_next;         /* posted list (l->lock) */
+    bool on_posted, interrupt;          /* (l->lock) */
+    bool interrupt_pending;             /* -EINTR for its next wait */
     struct sks__fib *all_prev, *all_next;
     double deadline;
     size_t heap_idx;                    /* NOT_IN_HEAP, or its slot */
@@ -196,6 +198,10 @@ static int park(struct sks__floop *l, double deadline)
 
     if (l->cancelled)
         return -ECANCELED;
+    if (me->interrupt_pending) {
+        me->interrupt_pending = false;
+        return -EINTR;
+    }
     if (deadline != INFINITY && heap_push(l, me, deadline) != 0)
         return -ENOMEM;
     park_now(l, me);
@@ -349,18 +355,40 @@ struct sks__job {
     struct sks__job *next;
 };
 
-static void post_done(struct sks__job *j)
+/* Any thread: f is made ready in the loop's next turn (with -EINTR if
+ * interrupt); done, if not NULL, is set under the same lock. */
+static void post(struct sks__fib *f, bool interrupt, bool *done)
 {
-    struct sks__floop *l = j->fib->loop;
+    struct sks__floop *l = f->loop;
 
     pthread_mutex_lock(&l->lock);
-    j->done = true;
-    j->fib->post_next = l->posted;
-    l->posted = j->fib;
+    if (done != NULL)
+        *done = true;
+    f->interrupt |= interrupt;
+    if (!f->on_posted) {
+        f->on_posted = true;
+        f->post_next = l->posted;
+        l->posted = f;
+    }
     pthread_mutex_unlock(&l->lock);
     uint64_t one = 1;
     ssize_t n = write(l->evfd, &one, sizeof one);
     (void)n;                          /* a full counter has a wake-up pending */
+}
+
+static void post_done(struct sks__job *j)
+{
+    post(j->fib, false, &j->done);
+}
+
+void sks__floop_interrupt(struct sks__fib *f)
+{
+    post(f, true, NULL);
+}
+
+struct sks__fib *sks__floop_self(void)
+{
+    return here != NULL ? here->current : NULL;
 }
 
 static void *helper_main(void *arg)
@@ -540,10 +568,18 @@ static void take_posted(struct sks__floop *l)
     pthread_mutex_lock(&l->lock);
     struct sks__fib *f = l->posted;
     l->posted = NULL;
+    for (struct sks__fib *p = f; p != NULL; p = p->post_next)
+        p->on_posted = false;
     pthread_mutex_unlock(&l->lock);
     while (f != NULL) {
         struct sks__fib *next = f->post_next;
-        wake(f, 0);
+        pthread_mutex_lock(&l->lock);
+        bool intr = f->interrupt;
+        f->interrupt = false;
+        pthread_mutex_unlock(&l->lock);
+        if (intr && !f->parked)
+            f->interrupt_pending = true;
+        wake(f, intr ? -EINTR : 0);
         f = next;
     }
     if (atomic_exchange(&l->cancel_request, false))

@@ -597,6 +597,12 @@ int sks__floop_wait_fd(int fd, bool write, double deadline);
 int sks__floop_sleep(double deadline);
 /* Lets every other ready fiber run first. */
 void sks__floop_yield(void);
+/* The calling fiber (NULL outside a loop's fibers), and, from any thread,
+ * a way to end its current or next wait with -EINTR.  f must not have
+ * ended (its owner keeps it alive until it sees why it was woken). */
+struct sks__fib;
+struct sks__fib *sks__floop_self(void);
+void sks__floop_interrupt(struct sks__fib *f);
 /* For a watchdog thread, every interval: true when the same fiber has
  * run since the previous call, without yielding (*resumes: the count the
  * previous call saw, updated). */

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -604,6 +605,56 @@ static void test_a_fiber_holding_its_loop_is_seen(void **state)
     assert_true(hog_seen >= 2);
 }
 
+static struct sks__fib *intr_target;
+static int intr_first, intr_second;
+static atomic_int intr_ready;
+
+static void *interrupt_later(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&intr_ready))
+        sched_yield();
+    struct timespec ts = { 0, 20 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    sks__floop_interrupt(intr_target);
+    return NULL;
+}
+
+/* Parked with no deadline: only the interrupt ends the first wait.  The
+ * second is interrupted before it starts (while the fiber still runs),
+ * and returns at once. */
+static void interrupted(void *arg)
+{
+    int *fd = arg;
+    intr_target = sks__floop_self();
+    atomic_store(&intr_ready, 1);
+    intr_first = sks__floop_wait_fd(*fd, false, INFINITY);
+    sks__floop_interrupt(sks__floop_self());
+    sks__floop_yield();                   /* the post is taken meanwhile */
+    intr_second = sks__floop_wait_fd(*fd, false, sks__now() + 5);
+}
+
+static void test_an_interrupt_ends_one_fibers_wait(void **state)
+{
+    (void)state;
+    int sv[2];
+    nonblocking_pair(sv);
+    atomic_store(&intr_ready, 0);
+    new_loop();
+    assert_null(sks__floop_self());
+    assert_int_equal(sks__floop_spawn(loop, interrupted, &sv[0]), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, interrupt_later, NULL), 0);
+    double t0 = sks__now();
+    run_and_free();
+    pthread_join(t, NULL);
+    assert_int_equal(intr_first, -EINTR);
+    assert_int_equal(intr_second, -EINTR);
+    assert_true(sks__now() - t0 < 4);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void test_calls_outside_a_fiber_are_refused(void **state)
 {
     (void)state;
@@ -628,6 +679,7 @@ int main(void)
         cmocka_unit_test(test_cancel_waits_for_blocking_work),
         cmocka_unit_test(test_blocking_work_outside_a_loop_runs_here),
         cmocka_unit_test(test_a_fiber_holding_its_loop_is_seen),
+        cmocka_unit_test(test_an_interrupt_ends_one_fibers_wait),
         cmocka_unit_test(test_calls_outside_a_fiber_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
