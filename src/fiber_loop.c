@@ -256,9 +256,7 @@ void sks__floop_forget(int fd)
     struct sks__floop *l = here;
     if (l == NULL || fd < 0 || (size_t)fd >= l->nfds)
         return;
-    /* The owner closes fd (which leaves epoll with it) after, or has. */
-    if (l->fds[fd].registered)
-        (void)epoll_set(l, EPOLL_CTL_DEL, fd, 0);
+    /* Closing fd took it out of epoll; nothing to tell the kernel. */
     l->fds[fd] = (struct fdwait){ 0 };
 }
 
@@ -513,6 +511,15 @@ int sks__floop_spawn(struct sks__floop *l, void (*fn)(void *), void *arg)
 
 static void end_fiber(struct sks__floop *l, struct sks__fib *f)
 {
+    /* An interrupt posted just before the fiber ended must not outlive it. */
+    pthread_mutex_lock(&l->lock);
+    if (f->on_posted) {
+        struct sks__fib **p = &l->posted;
+        while (*p != f)
+            p = &(*p)->post_next;
+        *p = f->post_next;
+    }
+    pthread_mutex_unlock(&l->lock);
     if (f->all_prev != NULL)
         f->all_prev->all_next = f->all_next;
     else
