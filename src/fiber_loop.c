@@ -4,9 +4,9 @@
  * runs one per core; this file knows nothing of servers.
  *
  * Parking is Go's netpoller: a descriptor the owner registers is added to
- * epoll once, edge-triggered for both directions (EPOLLET, no epoll_ctl
- * per wait), and a fiber that got EAGAIN parks in the descriptor's reader
- * or writer slot.  An edge that comes while nobody waits needs no memory:
+ * epoll once, at its first wait, edge-triggered for both directions
+ * (EPOLLET, no epoll_ctl per wait), and a fiber that got EAGAIN parks in
+ * the descriptor's reader or writer slot.  An edge that comes while nobody waits needs no memory:
  * a fiber waits only after its system call said EAGAIN, and the loop's
  * one thread reads events only once that fiber has parked, so any byte
  * that comes after the EAGAIN is a new edge it will see.  Descriptors the loop was not told about (a handler's own
@@ -51,7 +51,8 @@ struct sks__fib {
 
 struct fdwait {
     struct sks__fib *reader, *writer;
-    bool registered;                    /* added once, kept until forget */
+    bool registered;                    /* the loop's, until forget */
+    bool in_epoll;                      /* added (at its first wait) */
 };
 
 struct sks__floop {
@@ -241,13 +242,8 @@ int sks__floop_register(int fd)
     struct fdwait *w = slot(l, fd);
     if (w == NULL)
         return -ENOMEM;
-    if (w->registered)
-        return 0;
-    int err = epoll_set(l, EPOLL_CTL_ADD, fd,
-                        EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
-    if (err != 0)
-        return err;
-    *w = (struct fdwait){ .registered = true };
+    if (!w->registered)
+        *w = (struct fdwait){ .registered = true };
     return 0;
 }
 
@@ -294,6 +290,15 @@ int sks__floop_wait_fd(int fd, bool write, double deadline)
     struct sks__fib **waiter = write ? &w->writer : &w->reader;
     if (*waiter != NULL)
         return -EBUSY;          /* one reader and one writer per descriptor */
+    /* Added at the first wait, not at registration: a connection whose
+     * every read finds its bytes already there never costs an epoll_ctl. */
+    if (w->registered && !w->in_epoll) {
+        int err = epoll_set(l, EPOLL_CTL_ADD, fd,
+                            EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+        if (err != 0)
+            return err;
+        w->in_epoll = true;
+    }
     struct sks__fib *me = l->current;
     bool foreign = !w->registered;
     bool first = foreign && foreign_interest(w) == 0;

@@ -585,7 +585,8 @@ void sks__floop_cancel(struct sks__floop *l);
 struct sks__floop *sks__floop_here(void);
 size_t sks__floop_fibers(const struct sks__floop *l);
 /* fd, non-blocking, is the loop's until sks__floop_forget: added to epoll
- * once (edge-triggered, both directions).  Forget it once it is closed
+ * once, at its first wait (edge-triggered, both directions); 0 or
+ * -ENOMEM.  Forget it once it is closed
  * (no system call: the close took it out of epoll), before the loop can
  * open another with its number; descriptors never registered still work,
  * at two epoll_ctl a wait. */
