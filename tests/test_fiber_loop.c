@@ -21,6 +21,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 static struct sks__floop *loop;
 
 static void new_loop(void)
@@ -661,6 +670,64 @@ static void test_an_interrupt_ends_one_fibers_wait(void **state)
     close(sv[1]);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+
+#define PARKED 5000
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            v = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+static long parked_rss;
+static int nparked;
+
+static void parked(void *arg)
+{
+    (void)arg;
+    nparked++;
+    (void)sks__floop_sleep(sks__now() + 60);
+}
+
+/* Runs once every other fiber has parked (it was spawned last): reads the
+ * RSS, then ends them all. */
+static void measure_then_cancel(void *arg)
+{
+    (void)arg;
+    parked_rss = rss_kib();
+    sks__floop_cancel(sks__floop_here());
+}
+
+/* What a parked fiber costs without its connection: its stack's touched
+ * pages and its loop record.  The model's target, buffers and request
+ * included, is 16 KiB. */
+static void test_a_parked_fiber_costs_a_few_kib(void **state)
+{
+    (void)state;
+    new_loop();
+    nparked = 0;
+    long before = rss_kib();
+    for (int i = 0; i < PARKED; i++)
+        assert_int_equal(sks__floop_spawn(loop, parked, NULL), 0);
+    assert_int_equal(sks__floop_spawn(loop, measure_then_cancel, NULL), 0);
+    run_and_free();
+    assert_int_equal(nparked, PARKED);
+    double per = (double)(parked_rss - before) / PARKED;
+    printf("%d parked fibers: %.1f KiB of RSS each\n", PARKED, per);
+    if (!UNDER_TSAN && !RUNNING_ON_VALGRIND)
+        assert_true(per <= 12);
+}
+
 static void test_calls_outside_a_fiber_are_refused(void **state)
 {
     (void)state;
@@ -686,6 +753,7 @@ int main(void)
         cmocka_unit_test(test_blocking_work_outside_a_loop_runs_here),
         cmocka_unit_test(test_a_fiber_holding_its_loop_is_seen),
         cmocka_unit_test(test_an_interrupt_ends_one_fibers_wait),
+        cmocka_unit_test(test_a_parked_fiber_costs_a_few_kib),
         cmocka_unit_test(test_calls_outside_a_fiber_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
