@@ -250,6 +250,9 @@ int sks__mixin_wrap(sks_server_ops *out, const sks_server_ops *base,
 /* The library's models, so that an older table's hooks name them. */
 extern const sks_model sks__threading_model, sks__forking_model,
     sks__pool_model, sks__prefork_model;
+/* The fiber model (fiber.c): a new model's tables always carry `model`,
+ * so it is not among model.c's library_models. */
+extern const sks_model sks__fiber_model;
 
 /* Server plumbing shared by the models. */
 size_t sks__active(const sks_server *srv);
