@@ -356,6 +356,26 @@ static void watch(sks_server *srv, struct fiber_model *fm)
     }
 }
 
+/*
+ * The loops need descriptors (an epoll instance and an eventfd each) and
+ * threads.  Out of descriptors or memory, serve_forever does what the
+ * accept loop does: backs off and tries again, so a server started while
+ * descriptors run out serves once they are back; shutdown still ends it.
+ */
+static int start_loops_or_wait(sks_server *srv, struct fiber_model *fm)
+{
+    int backoff_ms = BACKOFF_FIRST_MS;
+    for (;;) {
+        int rc = start_loops(srv, fm);
+        if (!exhaustion(rc) || atomic_load(&srv->shutdown_request))
+            return rc;
+        struct pollfd p = { .fd = srv->wake_rd, .events = POLLIN };
+        (void)sks__wait(&p, 1, sks__now() + backoff_ms / 1000.0);
+        if (backoff_ms < BACKOFF_MAX_MS)
+            backoff_ms *= 2;
+    }
+}
+
 int sks_fiber_serve_forever(sks_server *srv, double poll_interval)
 {
     struct fiber_model *fm = sks__model_state(srv, &sks__fiber_model);
@@ -364,7 +384,7 @@ int sks_fiber_serve_forever(sks_server *srv, double poll_interval)
     int rc = sks__serve_begin(srv);
     if (rc != 0)
         return rc;
-    rc = start_loops(srv, fm);
+    rc = start_loops_or_wait(srv, fm);
     double turn = poll_interval >= 0 ? poll_interval : INFINITY;
     /* The watchdog samples twice per threshold: a fiber seen in two
      * samples in a row held its loop at least that long. */
