@@ -52,7 +52,7 @@ struct fiber_loop {
     int backoff_ms;                   /* EMFILE and friends, this loop's */
     double resume;
     unsigned long resumes_seen;       /* the watchdog's last sample */
-    bool stalled;                     /* reported, until it moves again */
+    unsigned held;                    /* samples in a row it was held */
 };
 
 struct fiber_model {
@@ -343,16 +343,22 @@ static int start_loops(sks_server *srv, struct fiber_model *fm)
 /* ------------------------------------------------------------------------ */
 /* The supervisor: serve_forever                                             */
 
+/* Samples come every half threshold.  A loop "held" at a sample has run
+ * one fiber since the sample before, without a switch: at least half the
+ * threshold; two in a row, at least the threshold.  One report per
+ * stall. */
 static void watch(sks_server *srv, struct fiber_model *fm)
 {
     for (size_t i = 0; i < fm->n; i++) {
         struct fiber_loop *lp = &fm->lp[i];
-        bool held = sks__floop_held(lp->fl, &lp->resumes_seen);
-        if (held && !lp->stalled) {
+        if (!sks__floop_held(lp->fl, &lp->resumes_seen)) {
+            lp->held = 0;
+            continue;
+        }
+        if (++lp->held == 2) {
             atomic_fetch_add(&fm->stalls, 1);
             sks_server_handle_error(srv, NULL, -ETIME);
         }
-        lp->stalled = held;
     }
 }
 
@@ -386,14 +392,12 @@ int sks_fiber_serve_forever(sks_server *srv, double poll_interval)
         return rc;
     rc = start_loops_or_wait(srv, fm);
     double turn = poll_interval >= 0 ? poll_interval : INFINITY;
-    /* The watchdog samples twice per threshold: a fiber seen in two
-     * samples in a row held its loop at least that long. */
+    /* The watchdog samples twice per threshold (see watch). */
     double sample = fm->watchdog > 0 ? fm->watchdog / 2 : INFINITY;
-    double next_turn = sks__now() + turn;
+    double next_turn = sks__now() + turn, next_sample = sks__now() + sample;
     while (rc == 0 && !atomic_load(&srv->shutdown_request)) {
         struct pollfd p = { .fd = srv->wake_rd, .events = POLLIN };
-        double until = next_turn < sks__now() + sample ? next_turn
-                                                       : sks__now() + sample;
+        double until = next_turn < next_sample ? next_turn : next_sample;
         int r = sks__wait(&p, 1, until);
         if (r < 0 && r != -EINTR) {
             rc = r;
@@ -408,8 +412,10 @@ int sks_fiber_serve_forever(sks_server *srv, double poll_interval)
         }
         if (atomic_load(&srv->shutdown_request))
             break;
-        if (fm->watchdog > 0)
+        if (sks__now() >= next_sample) {
             watch(srv, fm);
+            next_sample = sks__now() + sample;
+        }
         if (sks__now() >= next_turn) {
             srv->ops->service_actions(srv);
             next_turn = sks__now() + turn;
