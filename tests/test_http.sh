@@ -514,7 +514,8 @@ test_access_log_has_one_common_log_format_line_per_request() {
 }
 
 test_sigterm_with_an_idle_keep_alive_client_exits_0_at_once() {
-    idle_keep_alive_stop --threading && idle_keep_alive_stop --pool
+    idle_keep_alive_stop --threading && idle_keep_alive_stop --pool &&
+        idle_keep_alive_stop --fiber
 }
 
 # idle_keep_alive_stop MODEL: the default 10 s timeout would hold an idle
@@ -592,6 +593,17 @@ test_pool_model_serves_keep_alive_and_stops() {
     stop_server pool
 }
 
+# The fiber model: files (opened off the loop), keep-alive, and stop.
+test_fiber_model_serves_keep_alive_and_stops() {
+    start_server fib --fiber "127.0.0.1:0" "$R" || return 1
+    local a=${ADDR[fib]} n
+    n=$("${CURL[@]}" -o "$T/f1" -o "$T/f2" -w '%{num_connects} ' \
+        "http://$a/big.bin" "http://$a/text.txt") || { stop_server fib; return 1; }
+    cmp "$T/f1" "$R/big.bin" && cmp "$T/f2" "$R/text.txt" || { fail "a file differs"; stop_server fib; return 1; }
+    [ "$n" = "1 0 " ] || { fail "new connections '$n', want '1 0 '"; stop_server fib; return 1; }
+    stop_server fib
+}
+
 test_bad_command_lines_are_refused() {
     "$SERVER" >/dev/null 2>&1
     [ $? = 2 ] || { fail "no arguments: not exit 2"; return 1; }
@@ -640,6 +652,7 @@ TESTS=(
     test_unix_socket_address_with_curl
     test_ipv6_loopback_with_curl
     test_pool_model_serves_keep_alive_and_stops
+    test_fiber_model_serves_keep_alive_and_stops
     test_bad_command_lines_are_refused
 )
 
