@@ -21,14 +21,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
 
 static struct sks__floop *loop;
 
@@ -724,7 +716,7 @@ static void test_a_parked_fiber_costs_a_few_kib(void **state)
     assert_int_equal(nparked, PARKED);
     double per = (double)(parked_rss - before) / PARKED;
     printf("%d parked fibers: %.1f KiB of RSS each\n", PARKED, per);
-    if (!UNDER_TSAN && !RUNNING_ON_VALGRIND)
+    if (!UNDER_TSAN && !under_valgrind())
         assert_true(per <= 12);
 }
 

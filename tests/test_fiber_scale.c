@@ -27,25 +27,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
-
 #define CLIENTS 4
 #define FULL 19000
 #define REDUCED 1000
@@ -54,7 +35,7 @@
 
 static bool reduced(void)
 {
-    return RUNNING_ON_VALGRIND || UNDER_TSAN || UNDER_ASAN;
+    return under_valgrind() || UNDER_TSAN || UNDER_ASAN;
 }
 
 static long status_kib(const char *field)
