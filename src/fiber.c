@@ -48,7 +48,9 @@ struct fiber_loop {
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
+    pthread_cond_t acceptor_gone;
     struct sks__fib *acceptor;        /* (lock) while it runs */
+    bool acceptor_done;               /* (lock) */
     int backoff_ms;                   /* EMFILE and friends, this loop's */
     double resume;
     unsigned long resumes_seen;       /* the watchdog's last sample */
@@ -223,30 +225,51 @@ static void acceptor(void *arg)
     lp->acceptor = sks__floop_self();
     pthread_mutex_unlock(&lp->lock);
     (void)sks__floop_register(srv->fd);
-    while (!atomic_load(&fm->stopping)) {
+    /* A cancelled loop (the server is closing) ends every wait at once:
+     * leave rather than spin. */
+    int r = 0;
+    while (!atomic_load(&fm->stopping) && r != -ECANCELED) {
         if (srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
             sks__at_limit(srv)) {
-            (void)sks__floop_sleep(sks__now() + LIMIT_RECHECK);
+            r = sks__floop_sleep(sks__now() + LIMIT_RECHECK);
             continue;
         }
         if (lp->backoff_ms != 0 && sks__now() < lp->resume) {
-            (void)sks__floop_sleep(lp->resume);
+            r = sks__floop_sleep(lp->resume);
             continue;
         }
-        int taken = 0, r = 1;
+        int taken = 0, got = 1;
         while (taken < ACCEPT_BATCH && !atomic_load(&fm->stopping) &&
-               (r = take_one(lp)) > 0)
+               (got = take_one(lp)) > 0)
             taken++;
-        if (r == 0)
-            (void)sks__floop_wait_fd(srv->fd, false, INFINITY);
+        if (got == 0)
+            r = sks__floop_wait_fd(srv->fd, false, INFINITY);
         else if (taken == ACCEPT_BATCH)
             sks__floop_yield();       /* let this batch's handlers run */
     }
-    /* The listening socket stays open (serve_forever may run again); this
-     * loop's epoll, closed with the loop, holds its only registration. */
+    /* The listening socket stays open (serve_forever may run again) and in
+     * this loop's epoll until it is closed; its slot is free from now on,
+     * for the descriptor that reuses its number then. */
+    sks__floop_forget(srv->fd);
     pthread_mutex_lock(&lp->lock);
     lp->acceptor = NULL;
+    lp->acceptor_done = true;
+    pthread_cond_broadcast(&lp->acceptor_gone);
     pthread_mutex_unlock(&lp->lock);
+}
+
+/* serve_forever returns only once no acceptor can touch the listening
+ * socket again: server_close closes it next, and a late accept on a
+ * closed (or reused) descriptor number would take someone else's. */
+static void await_acceptors(struct fiber_model *fm)
+{
+    for (size_t i = 0; i < fm->n; i++) {
+        struct fiber_loop *lp = &fm->lp[i];
+        pthread_mutex_lock(&lp->lock);
+        while (!lp->acceptor_done)
+            pthread_cond_wait(&lp->acceptor_gone, &lp->lock);
+        pthread_mutex_unlock(&lp->lock);
+    }
 }
 
 static void wake_acceptors(struct fiber_model *fm)
@@ -289,6 +312,7 @@ static void end_loops(struct fiber_model *fm, bool cancel)
         if (lp->started)
             pthread_join(lp->thread, NULL);
         sks__floop_free(lp->fl);
+        pthread_cond_destroy(&lp->acceptor_gone);
         pthread_mutex_destroy(&lp->lock);
     }
     free(fm->lp);
@@ -326,6 +350,7 @@ static int start_loops(sks_server *srv, struct fiber_model *fm)
         lp->fm = fm;
         lp->srv = srv;
         pthread_mutex_init(&lp->lock, NULL);
+        pthread_cond_init(&lp->acceptor_gone, NULL);
         int err = sks__floop_new(&lp->fl, fm->stack_size, CACHED_STACKS);
         if (err == 0)
             err = sks__floop_spawn(lp->fl, acceptor, lp);
@@ -426,6 +451,7 @@ int sks_fiber_serve_forever(sks_server *srv, double poll_interval)
     /* Stop accepting; handlers in flight run on (server_close waits). */
     atomic_store(&fm->stopping, true);
     wake_acceptors(fm);
+    await_acceptors(fm);
     sks__serve_end(srv);
     return rc;
 }
