@@ -824,7 +824,7 @@ static void header_trickling_in_is_cut_at_one_deadline(const sks_server_ops *ops
     double t0 = now_seconds();
     /* 43 bytes at 50 ms would take 2.1 s; stop at the server's close. */
     for (size_t i = 0; i < strlen(V1_TCP4) && error_count() == 0; i++) {
-        if (client_send_all(c, V1_TCP4 + i, 1) != 0)
+        if (client_send_all(c, &V1_TCP4[i], 1) != 0)
             break;
         sleep_ms(50);
     }
