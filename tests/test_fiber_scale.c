@@ -128,6 +128,7 @@ _Noreturn static void client_main(struct client *c, int index, int n)
         } else {
             for (int i = 0; i < n; i++)
                 close(fds[i]);
+            free(fds);            /* memcheck checks this child too */
             _exit(k == 'C' ? 0 : 4);
         }
     }
