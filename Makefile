@@ -19,8 +19,11 @@ override CFLAGS += -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Iinclude -MMD -MP
 LDLIBS  := $(SAN) -lpthread -lm
 
 LIB_SRC := $(wildcard src/*.c)
-LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
-LIB_PIC := $(LIB_SRC:src/%.c=$(BUILD)/pic/%.o)
+# Assembly: the fiber context switch, one file per architecture (each
+# assembles to nothing elsewhere).
+LIB_ASM := $(wildcard src/*.S)
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o) $(LIB_ASM:src/%.S=$(BUILD)/obj/%.o)
+LIB_PIC := $(LIB_SRC:src/%.c=$(BUILD)/pic/%.o) $(LIB_ASM:src/%.S=$(BUILD)/pic/%.o)
 STATIC  := $(BUILD)/libsockserver.a
 SHARED  := $(BUILD)/libsockserver.so.$(VERSION)
 SONAME  := libsockserver.so.$(SOVERSION)
@@ -46,6 +49,12 @@ $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
 
 $(BUILD)/pic/%.o: src/%.c | $(BUILD)/pic
 	$(CC) $(CFLAGS) -fvisibility=hidden -fPIC -c $< -o $@
+
+$(BUILD)/obj/%.o: src/%.S | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/pic/%.o: src/%.S | $(BUILD)/pic
+	$(CC) $(CFLAGS) -fPIC -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	$(AR) rcs $@ $^
@@ -85,6 +94,35 @@ check-sanitizers:
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(wildcard include/*.h src/*.h) \
 		$(STATIC) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests $< $(TEST_SUPPORT) $(STATIC) -lcmocka $(LDLIBS) -o $@
+
+# The fiber switch's portable fallback, forced on this architecture so that
+# it is tested here too: the test links the fiber files without the
+# library, and without the assembly files, so no hand-written switch can
+# stand in for it.
+FIBER_SRC := src/fiber_switch.c src/fiber_stack.c src/fiber_ctx_portable.c
+TEST_BIN  += $(BUILD)/tests/test_fiber_portable
+$(BUILD)/tests/test_fiber_portable: tests/test_fiber.c $(FIBER_SRC) src/internal.h \
+		| $(BUILD)/tests
+	$(CC) $(CFLAGS) -DSKS_FIBER_PORTABLE $< $(FIBER_SRC) -lcmocka $(LDLIBS) -o $@
+
+# The aarch64 switch (and the fallback there), cross-built static with the
+# cmocka subset in tests/cross and run under qemu-user by
+# tests/test_fiber_aarch64.sh, when Debian's gcc-aarch64-linux-gnu and
+# qemu-user are installed (make test-aarch64 insists on them).
+AARCH64_CC  ?= aarch64-linux-gnu-gcc
+AARCH64_BIN := $(BUILD)/aarch64/test_fiber $(BUILD)/aarch64/test_fiber_portable
+AARCH64_CFLAGS := -O2 -g -static -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) \
+	-Iinclude -Itests/cross
+$(AARCH64_BIN): tests/test_fiber.c tests/cross/cmocka.h $(FIBER_SRC) \
+		src/fiber_ctx_aarch64.S src/internal.h
+	@mkdir -p $(@D)
+	$(AARCH64_CC) $(AARCH64_CFLAGS) $(if $(findstring portable,$@),-DSKS_FIBER_PORTABLE) \
+	  $< $(FIBER_SRC) src/fiber_ctx_aarch64.S -lm -o $@
+
+.PHONY: aarch64-build test-aarch64
+aarch64-build: $(AARCH64_BIN)
+test-aarch64: aarch64-build
+	@for t in $(AARCH64_BIN); do qemu-aarch64 $$t || exit 1; done
 
 # Each test binary and script runs in turn; any failure fails `make test`,
 # which ends with "tests: N passed, N failed, N skipped" (tests/run_tests.sh).

@@ -12,7 +12,8 @@
 BENCH_DIR     := $(BUILD)/bench
 BENCH_SECONDS ?= 1
 BENCH_BIN     := $(addprefix $(BENCH_DIR)/,loadgen ref_thread ref_fork \
-                   ref_epoll ref_udp sks_echo shutdown_latency)
+                   ref_epoll ref_udp sks_echo shutdown_latency \
+                   fiber_switch fiber_switch_portable)
 BENCH_ENV      = BENCH_BIN=$(BENCH_DIR) BENCH_SECONDS=$(BENCH_SECONDS)
 
 .PHONY: bench bench-quick bench-syscalls bench-build
@@ -46,3 +47,12 @@ $(BENCH_DIR)/sks_echo: bench/sks_echo.c $(EX_COMMON) examples/common.h $(STATIC)
 $(BENCH_DIR)/shutdown_latency: bench/shutdown_latency.c bench/net.c bench/net.h \
 		$(STATIC) | $(BENCH_DIR)
 	$(CC) $(CFLAGS) $< bench/net.c $(STATIC) $(LDLIBS) -o $@
+
+# The fiber context switch: the library's (this architecture's hand-written
+# one), and the portable fallback forced, built from the fiber files alone.
+$(BENCH_DIR)/fiber_switch: bench/fiber_switch.c $(STATIC) | $(BENCH_DIR)
+	$(CC) $(CFLAGS) $< $(STATIC) $(LDLIBS) -o $@
+
+$(BENCH_DIR)/fiber_switch_portable: bench/fiber_switch.c $(FIBER_SRC) src/internal.h \
+		| $(BENCH_DIR)
+	$(CC) $(CFLAGS) -DSKS_FIBER_PORTABLE $< $(FIBER_SRC) $(LDLIBS) -o $@

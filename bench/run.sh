@@ -220,6 +220,10 @@ stream_scenario() {
             [ -n "$PY" ] && run_case "$scen" fork py "py ForkingTCPServer" - "$lg" -- \
                 "$PY" bench/py_echo.py forking $a
         fi
+        # The fiber model against the epoll ceiling (group fib: see
+        # report.sh) and, in the same table, the threading server.
+        run_case "$scen" fib sks "sks FiberTCPServer" - "$lg" -- \
+            "$BIN/sks_echo" fiber $a
         run_case "$scen" thr ceiling "C epoll (ceiling)" - "$lg" -- \
             "$BIN/ref_epoll" $a
     else
@@ -247,6 +251,8 @@ dgram_scenario() {
         a=$UADDR kind=unix-dgram label=UnixDatagramServer
     fi
     run_case "$scen" dgram sks "sks $label" 2 "$lg" -- "$BIN/sks_echo" $kind "$a"
+    [ "$fam" = udp ] && run_case "$scen" fibu sks "sks FiberUDPServer" - "$lg" -- \
+        "$BIN/sks_echo" fiber-udp "$a"
     [ "$fam" = unix ] && next_unix && a=$UADDR
     run_case "$scen" dgram ref "C recvfrom/sendto loop" - "$lg" -- "$BIN/ref_udp" "$a"
     [ "$fam" = unix ] && next_unix && a=$UADDR
@@ -304,6 +310,24 @@ idle_case() {
         "idle $n" "$label" "${got:-0}" "$rss" "$rss0" "$thr"
 }
 
+# --- fiber context switch -------------------------------------------------
+# ns per switch of the library's switch, of the portable fallback, and of
+# swapcontext (the reference), on the server's CPU.
+fiber_switch() {
+    local b r impl
+    for b in fiber_switch fiber_switch_portable; do
+        timeout 60 $PIN_SRV "$BIN/$b" "$1" 2>>"$LOG" | grep '^RESULT' |
+        while read -r _ what r; do
+            impl=${r%% *}
+            impl=${impl#impl=}
+            # swapcontext is measured by both binaries: keep it once.
+            [ "$b" = fiber_switch_portable ] && [ "$impl" = swapcontext ] && continue
+            echo "switch|$what $impl|${r#* }" >>"$EXTRA"
+            printf '  %-22s %-30s %s\n' "fiber $what" "$impl" "${r#* }"
+        done
+    done
+}
+
 # --- the run -----------------------------------------------------------------
 echo "libsockserver benchmarks ($MODE): $SECS s per run, best of $REPEAT, $PINNING"
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), Linux $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -316,8 +340,10 @@ if [ "$MODE" = quick ]; then
     rounds dgram_scenario "udp 16 outstanding" "--mode dgram --conns 16 --size 16" udp
     rounds stream_scenario "unix echo c16" "--mode echo --conns 16 --size 16" unix - 1.3 -
     shutdown_latency 20 3
+    fiber_switch 2000000
     idle_case 200 "sks ThreadingTCPServer" "$BIN/sks_echo" threading 127.0.0.1:0
     idle_case 200 "C thread-per-connection" "$BIN/ref_thread" 127.0.0.1:0
+    idle_case 200 "sks FiberTCPServer" "$BIN/sks_echo" fiber 127.0.0.1:0
     [ -n "$PY" ] && idle_case 200 "py ThreadingTCPServer" "$PY" bench/py_echo.py threading 127.0.0.1:0
 else
     rounds stream_scenario "echo 16B c1" "--mode echo --conns 1 --size 16" tcp fork 1.3 -
@@ -326,16 +352,24 @@ else
     rounds stream_scenario "echo 4KiB c1" "--mode echo --conns 1 --size 4096" tcp - 1.3 -
     rounds stream_scenario "echo 4KiB c16" "--mode echo --conns 16 --size 4096" tcp - 1.3 -
     rounds stream_scenario "echo 4KiB c128" "--mode echo --conns 128 --size 4096" tcp - 1.3 -
+    rounds stream_scenario "echo 16B c1000" "--mode echo --conns 1000 --size 16" tcp - 1.3 -
+    rounds stream_scenario "echo 4KiB c1000" "--mode echo --conns 1000 --size 4096" tcp - 1.3 -
     rounds stream_scenario "connect c16" "--mode connect --conns 16 --size 16" tcp fork 3 8
     rounds stream_scenario "connect-close c16" "--mode connect-close --conns 16 --size 16" tcp fork 3 8
     rounds dgram_scenario "udp 16 outstanding" "--mode dgram --conns 16 --size 16" udp
     rounds stream_scenario "unix echo c16" "--mode echo --conns 16 --size 16" unix - 1.3 -
     rounds dgram_scenario "unix dgram 16" "--mode dgram --conns 16 --size 16" unix
     shutdown_latency 50 10
+    fiber_switch 10000000
     idle_case 1000 "sks ThreadingTCPServer" "$BIN/sks_echo" threading 127.0.0.1:0
     idle_case 1000 "C thread-per-connection" "$BIN/ref_thread" 127.0.0.1:0
     [ -n "$PY" ] && idle_case 1000 "py ThreadingTCPServer" "$PY" bench/py_echo.py threading 127.0.0.1:0
     idle_case 1000 "C epoll (ceiling)" "$BIN/ref_epoll" 127.0.0.1:0
+    idle_case 1000 "sks FiberTCPServer" "$BIN/sks_echo" fiber 127.0.0.1:0
+    idle_case 10000 "sks ThreadingTCPServer" "$BIN/sks_echo" threading 127.0.0.1:0
+    idle_case 10000 "C epoll (ceiling)" "$BIN/ref_epoll" 127.0.0.1:0
+    idle_case 10000 "sks FiberTCPServer" "$BIN/sks_echo" fiber 127.0.0.1:0
+    idle_case 19000 "sks FiberTCPServer" "$BIN/sks_echo" fiber 127.0.0.1:0
 fi
 
 bench/report.sh "$RES" "$EXTRA" >"$OUT/table.txt"

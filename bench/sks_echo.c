@@ -7,7 +7,7 @@
  *   sks_echo KIND ADDRESS
  *
  * KIND: tcp threading forking udp threading-udp unix-stream threading-unix
- *       forking-unix unix-dgram
+ *       forking-unix unix-dgram fiber fiber-udp
  */
 #include "common.h"
 
@@ -44,6 +44,8 @@ static const struct kind {
     { "threading-unix", &sks_threading_unix_stream_ops, &stream_echo },
     { "forking-unix", &sks_forking_unix_stream_ops, &stream_echo },
     { "unix-dgram", &sks_unix_dgram_ops, &dgram_echo },
+    { "fiber", &sks_fiber_tcp_ops, &stream_echo },
+    { "fiber-udp", &sks_fiber_udp_ops, &dgram_echo },
 };
 
 static void configure(sks_server *srv)

@@ -249,6 +249,7 @@ D="--mode dgram --conns 16 --size 16"
 S=$BIN/sks_echo
 measure "echo 16B c16" "sks ThreadingTCPServer" tcp "$E" 2000 10000 both -- "$S" threading
 measure "echo 16B c16" "C thread-per-connection" tcp "$E" 2000 10000 both -- "$BIN/ref_thread"
+measure "echo 16B c16" "sks FiberTCPServer" tcp "$E" 2000 10000 both -- "$S" fiber
 measure "echo 16B c16" "C epoll (ceiling)" tcp "$E" 2000 10000 both -- "$BIN/ref_epoll"
 [ -n "$PY" ] && measure "echo 16B c16" "py ThreadingTCPServer" tcp "$E" 2000 10000 sys -- "$PY" bench/py_echo.py threading
 measure "connect c16" "sks ThreadingTCPServer" tcp "$C" 200 1000 both -- "$S" threading

@@ -3,13 +3,14 @@
  * `python3 -m http.server`, and what a real protocol looks like on
  * libsockserver.
  *
- *   build/examples/http_file_server [--timeout SECONDS] [--pool] ADDRESS [DIR]
+ *   build/examples/http_file_server [--timeout SECONDS] [--pool|--fiber] ADDRESS [DIR]
  *   build/examples/http_file_server 127.0.0.1:8000 ~/public
  *   curl -v http://127.0.0.1:8000/
  *
  * The library does the server's half: the listening socket, a thread per
  * connection (ThreadingTCPServer, or ThreadingUnixStreamServer for a
- * unix: address; with --pool, a thread pool), buffered reads with a line
+ * unix: address; with --pool, a thread pool; with --fiber, a fiber per
+ * connection on per-core epoll loops), buffered reads with a line
  * limit (rfile), buffered writes and file bodies (wfile), and a
  * per-operation I/O timeout (the handler class's .timeout).  This file
  * does the protocol's half:
@@ -594,6 +595,35 @@ static int open_in_root(const struct site *site, const char *full,
     return 0;
 }
 
+/* open_in_root waits for the disk (realpath, open, fstat): through
+ * sks_run_blocking, which on a fiber server (--fiber) runs it on a helper
+ * thread so the connection's loop keeps serving, and elsewhere simply
+ * calls it. */
+struct open_job {
+    const struct site *site;
+    const char *full;
+    char *real;
+    int *fd;
+    struct stat *st;
+    int status;
+};
+
+static void open_job_run(void *arg)
+{
+    struct open_job *j = arg;
+    j->status = open_in_root(j->site, j->full, j->real, j->fd, j->st);
+}
+
+static int open_in_root_off_loop(sks_handler *h, const struct site *site,
+                                 const char *full, char *real, int *fd,
+                                 struct stat *st)
+{
+    struct open_job j = { site, full, real, fd, st, 500 };
+    if (sks_run_blocking(h, open_job_run, &j) != 0)
+        return 500;
+    return j.status;
+}
+
 static const char *content_type(const char *name)
 {
     static const struct { const char *ext, *type; } types[] = {
@@ -797,7 +827,8 @@ static void serve_target(struct exchange *x)
         send_error(x, 404, NULL);
         return;
     }
-    if ((status = open_in_root(x->site, full, real, &fd, &st)) != 0) {
+    if ((status = open_in_root_off_loop(x->h, x->site, full, real, &fd,
+                                        &st)) != 0) {
         send_error(x, status, NULL);
         return;
     }
@@ -823,7 +854,8 @@ static void serve_target(struct exchange *x)
     status = 404;
     if ((size_t)snprintf(index, sizeof(index), "%s/index.html", real) <
         sizeof(index))
-        status = open_in_root(x->site, index, ireal, &ifd, &ist);
+        status = open_in_root_off_loop(x->h, x->site, index, ireal, &ifd,
+                                       &ist);
     if (status == 0 && S_ISREG(ist.st_mode)) {
         send_file(x, ifd, &ist, ireal);
         close(ifd);
@@ -982,8 +1014,9 @@ static sks_handler_class http_handler = {
 
 /*
  * The concurrency models this server runs on, one line each; the first is
- * the default.  A model must run handlers as threads of this process, for
- * the graceful stop's sweep to reach them.  With the pool, mind that an
+ * the default.  A model must run handlers in this process (threads, or
+ * fibers on the fiber model's loops), for the graceful stop's sweep to
+ * reach them.  With the pool, mind that an
  * idle keep-alive connection holds a worker until its next request or the
  * timeout.
  */
@@ -993,6 +1026,7 @@ static const struct model {
 } models[] = {
     { "--threading", &sks_threading_tcp_ops, &sks_threading_unix_stream_ops },
     { "--pool", &sks_pool_tcp_ops, &sks_pool_unix_stream_ops },
+    { "--fiber", &sks_fiber_tcp_ops, &sks_fiber_unix_stream_ops },
 };
 
 /* Once serve_forever has returned: see "Graceful stop". */

@@ -726,6 +726,81 @@ SKS_EXTERN extern const sks_server_ops sks_prefork_threading_tcp_ops;
 SKS_EXTERN extern const sks_server_ops sks_prefork_unix_stream_ops;
 SKS_EXTERN extern const sks_server_ops sks_prefork_udp_ops;
 
+/*
+ * FiberMixIn (no Python counterpart; gevent's StreamServer is the
+ * nearest): each request runs finish_request then shutdown_request as a
+ * fiber, a coroutine with its own stack, on one of `loops` threads, each
+ * with its own epoll instance.  The handler is written as for threads:
+ * blocking reads and writes through rfile and wfile park the fiber until
+ * the socket is ready or the operation's deadline passes (-ETIMEDOUT), so
+ * an idle connection costs a few kilobytes, not a thread.  One line
+ * switches a server: sks_fiber_tcp_ops for sks_threading_tcp_ops.
+ *
+ * - Loops: one per CPU the process may run on (sched_getaffinity), or
+ *   sks_server_set_fiber_loops().  The loops share the listening socket;
+ *   each accepts in batches and backs off on its own when descriptors run
+ *   out.  A fiber stays on its loop for life, so thread-local state is
+ *   safe in a handler.
+ * - A handler must not block its loop: a blocking call outside rfile and
+ *   wfile (a disk read, name resolution, a lock held long) stalls every
+ *   connection of that loop.  Run it with sks_run_blocking(); sleep with
+ *   sks_sleep().  The watchdog (sks_server_set_fiber_watchdog, default
+ *   0.1 s) counts each time a fiber held its loop longer than that:
+ *   sks_server_fiber_stalls().
+ * - Stacks: 256 KiB each by default, reserved, not committed: a fiber
+ *   costs the pages its deepest call touched (8-12 KiB for a handler
+ *   parked in readline).  Below each stack is a PROT_NONE guard page: an
+ *   overflow is a SIGSEGV at an address in that page, never silent
+ *   corruption.  Size a stack (sks_server_set_fiber_stack_size) as the
+ *   handler's deepest call chain and largest locals plus 16 KiB for the
+ *   library and libc; under AddressSanitizer, frames grow 2-3 times.  Each
+ *   stack is two memory mappings, so vm.max_map_count (65530 by default)
+ *   caps a process at about 32,000 concurrent connections until raised.
+ *
+ * Thread safety of a fiber server: verify_request, process_request and
+ * get_request run in the loops' acceptor fibers, finish_request,
+ * handle_error, shutdown_request and close_request in request fibers: on
+ * `loops` threads at once, so shared user state needs its own locking (but
+ * never a lock held across a blocking call: see above).  service_actions
+ * and handle_timeout run in the thread that called serve_forever.
+ * A parked fiber's backtrace in gdb: `source tools/sks_fibers_gdb.py`, then
+ * `sks-fiber-bt FIBER`.
+ */
+SKS_EXTERN int sks_fiber_mixin(sks_server_ops *out, const sks_server_ops *base);
+SKS_EXTERN int sks_fiber_process_request(sks_server *srv, sks_request *req);
+SKS_EXTERN int sks_fiber_serve_forever(sks_server *srv, double poll_interval);
+SKS_EXTERN void sks_fiber_server_close(sks_server *srv);
+SKS_EXTERN extern const sks_server_ops sks_fiber_tcp_ops;
+SKS_EXTERN extern const sks_server_ops sks_fiber_udp_ops;
+SKS_EXTERN extern const sks_server_ops sks_fiber_unix_stream_ops;
+SKS_EXTERN extern const sks_server_ops sks_fiber_unix_dgram_ops;
+
+/*
+ * Fiber attributes, set before serving; 0 or -EINVAL; no effect on a
+ * server of another model.  loops: 0 (the default) for one per CPU the
+ * process may run on.  stack_size: bytes per fiber stack, 0 for 256 KiB,
+ * else at least 16 KiB (see above).  watchdog: seconds a fiber may run
+ * without yielding before it is reported (handle_error(srv, NULL,
+ * -ETIME), once per stall, and counted in sks_server_fiber_stalls); 0
+ * turns it off; default 0.1.
+ */
+SKS_EXTERN int sks_server_set_fiber_loops(sks_server *srv, size_t n);
+SKS_EXTERN int sks_server_set_fiber_stack_size(sks_server *srv, size_t bytes);
+SKS_EXTERN int sks_server_set_fiber_watchdog(sks_server *srv, double seconds);
+SKS_EXTERN size_t sks_server_fiber_stalls(const sks_server *srv);
+
+/*
+ * For handlers, whatever the model.  sks_run_blocking runs fn(arg) and
+ * returns when it has: under the fiber model on a helper thread while the
+ * fiber parks (a loop never blocks on it), under the others in the
+ * calling thread.  sks_sleep waits `seconds`: a fiber parks, a thread
+ * sleeps.  0, or -EINVAL (NULL, negative or NaN); sks_sleep also
+ * -ECANCELED when the fiber server is closing.  Thread safety: from the
+ * handler's own thread or fiber.
+ */
+SKS_EXTERN int sks_run_blocking(sks_handler *h, void (*fn)(void *), void *arg);
+SKS_EXTERN int sks_sleep(sks_handler *h, double seconds);
+
 /* The eight predefined servers: Python's ThreadingTCPServer, ...,
  * ForkingUnixDatagramServer. */
 SKS_EXTERN extern const sks_server_ops sks_threading_tcp_ops;

@@ -250,6 +250,9 @@ int sks__mixin_wrap(sks_server_ops *out, const sks_server_ops *base,
 /* The library's models, so that an older table's hooks name them. */
 extern const sks_model sks__threading_model, sks__forking_model,
     sks__pool_model, sks__prefork_model;
+/* The fiber model (fiber.c): a new model's tables always carry `model`,
+ * so it is not among model.c's library_models. */
+extern const sks_model sks__fiber_model;
 
 /* Server plumbing shared by the models. */
 size_t sks__active(const sks_server *srv);
@@ -445,5 +448,187 @@ int sks__proxy_accept(sks_server *srv, sks_request *req);
     .process_request = sks_base_process_request,                             \
     .handle_timeout = sks_base_handle_timeout,                               \
     .service_actions = sks_base_service_actions
+
+/*
+ * Fibers: the context switch and the stacks (fiber_switch.c, fiber_stack.c,
+ * and one platform file: fiber_ctx_x86_64.S, fiber_ctx_aarch64.S, or
+ * fiber_ctx_portable.c elsewhere or when SKS_FIBER_PORTABLE is defined).
+ * Thread safety: none; a fiber, and the stack cache it came from, belong to
+ * one thread for life (a fiber never migrates, so __thread state stays
+ * valid inside it).
+ *
+ * Stacks.  Each fiber runs on its own mmap'd stack with a PROT_NONE guard
+ * page below it, always: an overflow is a SIGSEGV whose address lies in
+ * that page, never silent corruption of a neighbour.  Memory is reserved,
+ * not committed: a stack costs what its deepest call touched, page by page
+ * (an idle handler parked in readline touches 2-3 pages), so the default
+ * SKS__FIBER_STACK_DEFAULT (256 KiB) is cheap in RSS but bounds the depth.
+ * Size a stack as the deepest handler call chain plus its largest locals
+ * plus 16 KiB for the library and libc (getaddrinfo and printf-family
+ * calls use several KiB); under AddressSanitizer frames grow 2-3x.  Each
+ * stack is two memory mappings (guard and stack), so vm.max_map_count
+ * (65530 by default) caps a process at about 32,000 live fibers.
+ * Transparent huge pages are refused for stacks (MADV_NOHUGEPAGE): a 2 MiB
+ * page would make every stack resident in full.
+ */
+#define SKS__FIBER_STACK_DEFAULT (256u * 1024)
+#define SKS__FIBER_STACK_MIN (16u * 1024)
+
+/* The sanitizers built in, for the fiber files' annotations. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SKS__ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define SKS__TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SKS__ASAN 1
+#endif
+#if __has_feature(thread_sanitizer)
+#define SKS__TSAN 1
+#endif
+#endif
+
+/* One stack.  The descriptor lives in the mapping, above the stack. */
+struct sks__stack {
+    char *lo;                  /* usable [lo, hi); the guard page is below */
+    char *hi;                  /* 16-aligned start, coloured per use */
+    size_t map_len;            /* the mapping: guard page + stack + this */
+    unsigned vg_id;            /* valgrind's stack id */
+    struct sks__stack *next;   /* in the cache's free list */
+};
+
+/* A per-owner (per-loop) cache of free stacks of one size. */
+struct sks__stack_cache {
+    size_t size;               /* usable bytes of each stack */
+    unsigned max_free;         /* free stacks kept; more are unmapped */
+    unsigned nfree;
+    unsigned live;             /* stacks handed out and not yet put back */
+    unsigned colour;           /* rotates each stack's start offset */
+    struct sks__stack *free;
+};
+
+/* size 0: SKS__FIBER_STACK_DEFAULT; rounded up to whole pages and to at
+ * least SKS__FIBER_STACK_MIN.  Maps nothing yet. */
+void sks__stack_cache_init(struct sks__stack_cache *c, size_t size,
+                           unsigned max_free);
+/* 0 and *out, or -ENOMEM (or another -errno from mmap/mprotect). */
+int sks__stack_get(struct sks__stack_cache *c, struct sks__stack **out);
+void sks__stack_put(struct sks__stack_cache *c, struct sks__stack *s);
+/* Unmaps the free stacks; stacks still handed out stay the owner's. */
+void sks__stack_cache_fini(struct sks__stack_cache *c);
+
+/*
+ * A fiber is a saved context plus, unless it is a thread's own context, a
+ * stack.  sks__fiber_switch(from, to) saves the running context in from
+ * and resumes to; it returns when something switches back to from.  A
+ * fiber made by sks__fiber_make starts at fn(arg) on its first switch-in;
+ * when fn returns, done is set and the fiber switches for the last time to
+ * whichever fiber last switched to it (its resumer), which may then
+ * release it.  Only callee-saved registers, the FP control state (x87 and
+ * MXCSR, or FPCR), SP and PC are switched: no signal mask, no system call.
+ * The sanitizers (ASan, TSan) and valgrind are told of every switch and
+ * every stack.
+ */
+typedef struct sks__fiber sks__fiber;
+struct sks__fiber {
+    void *sp;                  /* saved context while switched out */
+    sks__fiber *resumer;       /* the fiber that last switched here */
+    struct sks__stack *stack;  /* NULL: a thread's own stack */
+    void (*fn)(void *);
+    void *arg;
+    bool done;                 /* fn returned */
+    const void *asan_bottom;   /* this fiber's stack, as ASan knows it */
+    size_t asan_size;
+    void *asan_fake;           /* ASan's fake stack while switched out */
+    void *tsan;                /* TSan's fiber */
+};
+
+/* Makes f the calling thread's own context, so it can switch to fibers. */
+void sks__fiber_thread(sks__fiber *f);
+/* Prepares f to run fn(arg) on a stack from c: 0, or -errno. */
+int sks__fiber_make(sks__fiber *f, struct sks__stack_cache *c,
+                    void (*fn)(void *), void *arg);
+void sks__fiber_switch(sks__fiber *from, sks__fiber *to);
+/* Gives f's stack back to c.  f is done, or never ran; f is not running. */
+void sks__fiber_release(sks__fiber *f, struct sks__stack_cache *c);
+
+/* The platform layer (one file per architecture).  make writes a first
+ * frame below top (made 16-aligned) that starts entry(arg), returning the
+ * context to switch to (lo, the stack's low end, is for the portable
+ * file's makecontext); switch saves the running context in *save and
+ * resumes load.  entry must never return. */
+void *sks__fctx_make(void *lo, void *top, void (*entry)(void *), void *arg);
+void sks__fctx_switch(void **save, void *load);
+
+/*
+ * Fiber loops (fiber_loop.c): one thread, one epoll instance, its fibers
+ * and their timer heap.  A loop belongs to the thread that runs it; only
+ * sks__floop_cancel may be called from another thread.  The calls below
+ * that take no loop act on the calling thread's, from inside one of its
+ * fibers (-EINVAL elsewhere).
+ */
+struct sks__floop;
+/* cached_stacks: free stacks the loop keeps for its next fibers. */
+int sks__floop_new(struct sks__floop **out, size_t stack_size,
+                   unsigned cached_stacks);
+/* After sks__floop_run returned (fibers never run are released). */
+void sks__floop_free(struct sks__floop *l);
+/* A fiber running fn(arg), first run in the loop's next turn: 0, -errno.
+ * From the loop's thread (a fiber of it, or before sks__floop_run). */
+int sks__floop_spawn(struct sks__floop *l, void (*fn)(void *), void *arg);
+/* Runs the loop on the calling thread until it has no fiber left: 0, or
+ * -errno if epoll_wait fails. */
+int sks__floop_run(struct sks__floop *l);
+/* Any thread: every parked fiber wakes with -ECANCELED, and every later
+ * wait returns it at once, so handlers end. */
+void sks__floop_cancel(struct sks__floop *l);
+/* The calling fiber's loop; NULL outside a loop's fibers. */
+struct sks__floop *sks__floop_here(void);
+size_t sks__floop_fibers(const struct sks__floop *l);
+/* fd, non-blocking, is the loop's until sks__floop_forget: added to epoll
+ * once, at its first wait (edge-triggered, both directions); 0 or
+ * -ENOMEM.  Forget it once it is closed
+ * (no system call: the close took it out of epoll), before the loop can
+ * open another with its number; descriptors never registered still work,
+ * at two epoll_ctl a wait. */
+int sks__floop_register(int fd);
+void sks__floop_forget(int fd);
+/* After EAGAIN: parks until fd may be readable (or writable), or until
+ * deadline (sks__now() seconds; INFINITY: none).  0: try again;
+ * -ETIMEDOUT, -ECANCELED, -EBUSY (another fiber waits the same way). */
+int sks__floop_wait_fd(int fd, bool write, double deadline);
+/* Parks until deadline: 0, or -ECANCELED. */
+int sks__floop_sleep(double deadline);
+/* Lets every other ready fiber run first. */
+void sks__floop_yield(void);
+/* The calling fiber (NULL outside a loop's fibers), and, from any thread,
+ * a way to end its current or next wait with -EINTR.  f must not have
+ * ended (its owner keeps it alive until it sees why it was woken). */
+struct sks__fib;
+struct sks__fib *sks__floop_self(void);
+void sks__floop_interrupt(struct sks__fib *f);
+/* For a watchdog thread, every interval: true when the same fiber has
+ * run since the previous call, without yielding (*resumes: the count the
+ * previous call saw, updated). */
+bool sks__floop_held(struct sks__floop *l, unsigned long *resumes);
+
+/* Helper threads for blocking work (fiber_loop.c).  sks__floop_offload
+ * runs fn(arg) on one of them while the calling fiber parks, and returns
+ * once fn has returned (a cancel does not cut it short); outside a
+ * loop's fibers, or with no helpers, it calls fn itself. */
+struct sks__helpers {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct sks__job *queue;
+    bool stopping;
+    pthread_t *threads;
+    size_t n;
+};
+int sks__helpers_start(struct sks__helpers *h, size_t n);
+/* Lets queued jobs finish, then joins the threads. */
+void sks__helpers_stop(struct sks__helpers *h);
+int sks__floop_offload(struct sks__helpers *h, void (*fn)(void *), void *arg);
 
 #endif /* SKS_INTERNAL_H */

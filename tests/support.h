@@ -156,6 +156,16 @@ void barrier_clients_expect_ok(int *c, int n);
 #ifndef UNDER_TSAN
 #define UNDER_TSAN 0
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
 
 /* Under ThreadSanitizer only: says why (a message) and skips the test. */
 void skip_under_tsan(const char *why);

@@ -233,9 +233,8 @@ static void test_passed_descriptors_become_cloexec_with_their_names(void **s)
 /* ------------------------------------------------------------------------ */
 /* Adoption, every transport                                                 */
 
-static void test_activated_tcp_listener_is_adopted_and_serves(void **state)
+static void activated_tcp_listener_is_adopted_and_serves(const sks_server_ops *ops)
 {
-    (void)state;
     char want[SKS_ADDRSTRLEN];
     test_server ts;
     sks_server *srv = NULL;
@@ -246,7 +245,7 @@ static void test_activated_tcp_listener_is_adopted_and_serves(void **state)
     assert_false(is_nonblocking(3));
 
     activate(1, NULL);
-    assert_int_equal(sks_server_new_activated(&srv, &sks_threading_tcp_ops,
+    assert_int_equal(sks_server_new_activated(&srv, ops,
                                               NULL, echo, NULL), 0);
     assert_true(env_cleared());
     assert_int_equal(sks_server_fileno(srv), 3);
@@ -263,6 +262,18 @@ static void test_activated_tcp_listener_is_adopted_and_serves(void **state)
     /* The wake-up pipe is gone too; only the socket is. */
     assert_int_equal(count_open_fds(), fds - 1);
     unplace();
+}
+
+static void test_activated_tcp_listener_is_adopted_and_serves(void **state)
+{
+    (void)state;
+    activated_tcp_listener_is_adopted_and_serves(&sks_threading_tcp_ops);
+}
+
+static void test_activated_tcp_listener_is_adopted_and_serves_fiber(void **state)
+{
+    (void)state;
+    activated_tcp_listener_is_adopted_and_serves(&sks_fiber_tcp_ops);
 }
 
 static void test_activated_udp_socket_is_adopted_blocking(void **state)
@@ -469,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_malformed_variables_are_einval_and_cleared),
         cmocka_unit_test(test_passed_descriptors_become_cloexec_with_their_names),
         cmocka_unit_test(test_activated_tcp_listener_is_adopted_and_serves),
+        cmocka_unit_test(test_activated_tcp_listener_is_adopted_and_serves_fiber),
         cmocka_unit_test(test_activated_udp_socket_is_adopted_blocking),
         cmocka_unit_test(test_activated_unix_sockets_are_adopted_file_kept),
         cmocka_unit_test(test_names_pick_the_socket_and_each_is_adopted_once),

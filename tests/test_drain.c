@@ -123,15 +123,15 @@ static void busy_refuse(sks_server *srv, sks_request *req)
 /* ------------------------------------------------------------------------ */
 /* Variants */
 
-enum model { SYNC, THREADING, FORKING, POOL };
+enum model { SYNC, THREADING, FORKING, POOL, FIBER };
 static const char *const model_names[] = { "sync", "threading", "forking",
-                                           "pool" };
+                                           "pool", "fiber" };
 
 static const sks_server_ops *stream_table(enum model m)
 {
     static const sks_server_ops *const t[] = {
         &sks_tcp_ops, &sks_threading_tcp_ops, &sks_forking_tcp_ops,
-        &sks_pool_tcp_ops,
+        &sks_pool_tcp_ops, &sks_fiber_tcp_ops,
     };
     return t[m];
 }
@@ -140,7 +140,7 @@ static const sks_server_ops *stream_table(enum model m)
  * a table must outlive its server. */
 static const sks_server_ops *with_hooks(const sks_server_ops *base, int slot)
 {
-    static sks_server_ops tables[32];
+    static sks_server_ops tables[40];
     sks_server_ops *ops = &tables[slot];
     *ops = *base;
     ops->verify_request = deny_verify;
@@ -254,6 +254,12 @@ static void test_drain_lets_a_slow_request_finish_pool(void **state)
     drain_lets_slow_request_finish(POOL);
 }
 
+static void test_drain_lets_a_slow_request_finish_fiber(void **state)
+{
+    (void)state;
+    drain_lets_slow_request_finish(FIBER);
+}
+
 /* A handler blocked reading from an idle client outlives a 0.3 s deadline:
  * the drain cuts it (cut 1, finished 0) and returns soon after the
  * deadline.  Its client sees end of input; a handler in a thread sees end
@@ -316,6 +322,12 @@ static void test_drain_cuts_a_request_outliving_the_deadline_pool(void **state)
 {
     (void)state;
     drain_cuts_request_outliving_deadline(POOL);
+}
+
+static void test_drain_cuts_a_request_outliving_the_deadline_fiber(void **state)
+{
+    (void)state;
+    drain_cuts_request_outliving_deadline(FIBER);
 }
 
 /* One request of each kind at once: finished 1, cut 1; and the drain
@@ -465,7 +477,9 @@ static void test_shutdown_wakes_the_loop_at_once_despite_10s_poll_interval(void 
         { &sks_threading_tcp_ops, &drain_handler },
         { &sks_forking_tcp_ops, &drain_handler },
         { &sks_pool_tcp_ops, &drain_handler },
+        { &sks_fiber_tcp_ops, &drain_handler },
         { &sks_udp_ops, &dgram_handler },
+        { &sks_fiber_udp_ops, &dgram_handler },
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         double took[TRIES];
@@ -621,6 +635,12 @@ static void test_counters_add_up_with_refusals_and_failures_pool(void **state)
     counters_add_up(POOL);
 }
 
+static void test_counters_add_up_with_refusals_and_failures_fiber(void **state)
+{
+    (void)state;
+    counters_add_up(FIBER);
+}
+
 /* max_connections 1 with backpressure: a second client connects (the
  * backlog completes the handshake) but gets no answer until the first
  * request ends; nothing is refused. */
@@ -672,6 +692,12 @@ static void test_max_connections_backpressure_pool(void **state)
     max_connections_backpressure(POOL);
 }
 
+static void test_max_connections_backpressure_fiber(void **state)
+{
+    (void)state;
+    max_connections_backpressure(FIBER);
+}
+
 /* Every predefined table (4 transports x sync, threading, forking, pool):
  * 3 requests served, 1 denied by verify_request; accepted 3, completed 3,
  * refused 1, active 0. */
@@ -687,6 +713,8 @@ static void test_counters_on_every_predefined_server(void **state)
         &sks_pool_udp_ops,
         &sks_unix_dgram_ops, &sks_threading_unix_dgram_ops,
         &sks_forking_unix_dgram_ops, &sks_pool_unix_dgram_ops,
+        &sks_fiber_tcp_ops, &sks_fiber_unix_stream_ops, &sks_fiber_udp_ops,
+        &sks_fiber_unix_dgram_ops,
     };
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
         const sks_server_ops *base = tables[i];
@@ -825,6 +853,12 @@ static void test_example_threading_serves_64_idle_clients_and_exits_0_on_sigterm
     example_idle_clients_then_sigterm("echo_threading_server", 64);
 }
 
+static void test_example_fiber_serves_64_idle_clients_and_exits_0_on_sigterm(void **state)
+{
+    (void)state;
+    example_idle_clients_then_sigterm("echo_fiber_server", 64);
+}
+
 /* The forking example serves at most max_children (40) at once: 16 idle
  * clients stay within it. */
 static void test_example_forking_serves_16_idle_clients_and_exits_0_on_sigterm(void **state)
@@ -846,10 +880,12 @@ int main(void)
         cmocka_unit_test(test_drain_lets_a_slow_request_finish_threading),
         cmocka_unit_test(test_drain_lets_a_slow_request_finish_forking),
         cmocka_unit_test(test_drain_lets_a_slow_request_finish_pool),
+        cmocka_unit_test(test_drain_lets_a_slow_request_finish_fiber),
         cmocka_unit_test(test_drain_cuts_a_request_outliving_the_deadline_sync),
         cmocka_unit_test(test_drain_cuts_a_request_outliving_the_deadline_threading),
         cmocka_unit_test(test_drain_cuts_a_request_outliving_the_deadline_forking),
         cmocka_unit_test(test_drain_cuts_a_request_outliving_the_deadline_pool),
+        cmocka_unit_test(test_drain_cuts_a_request_outliving_the_deadline_fiber),
         cmocka_unit_test(test_drain_reports_finished_and_cut_together),
         cmocka_unit_test(test_drain_at_timeout_0_under_forking_load),
         cmocka_unit_test(test_drain_from_the_serving_thread_fails_with_edeadlk),
@@ -858,15 +894,19 @@ int main(void)
         cmocka_unit_test(test_counters_add_up_with_refusals_and_failures_threading),
         cmocka_unit_test(test_counters_add_up_with_refusals_and_failures_forking),
         cmocka_unit_test(test_counters_add_up_with_refusals_and_failures_pool),
+        cmocka_unit_test(test_counters_add_up_with_refusals_and_failures_fiber),
         cmocka_unit_test(test_max_connections_backpressure_threading),
         cmocka_unit_test(test_max_connections_backpressure_forking),
         cmocka_unit_test(test_max_connections_backpressure_pool),
+        cmocka_unit_test(test_max_connections_backpressure_fiber),
         cmocka_unit_test(test_counters_on_every_predefined_server),
         cmocka_unit_test_teardown(test_example_pool_serves_64_idle_clients_and_exits_0_on_sigterm,
                                   example_teardown),
         cmocka_unit_test_teardown(test_example_prefork_serves_64_idle_clients_and_exits_0_on_sigterm,
                                   example_teardown),
         cmocka_unit_test_teardown(test_example_threading_serves_64_idle_clients_and_exits_0_on_sigterm,
+                                  example_teardown),
+        cmocka_unit_test_teardown(test_example_fiber_serves_64_idle_clients_and_exits_0_on_sigterm,
                                   example_teardown),
         cmocka_unit_test_teardown(test_example_forking_serves_16_idle_clients_and_exits_0_on_sigterm,
                                   example_teardown),

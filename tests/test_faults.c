@@ -177,6 +177,26 @@ static bool wait_go(fault_ctx *c)
     return read(c->go_rd, &b, 1) == 1;
 }
 
+/* The gate's wait blocks: through sks_run_blocking, which under the fiber
+ * model runs it on a helper thread (a fiber must not block its loop) and
+ * under the other models simply calls it. */
+typedef struct gate_wait {
+    fault_ctx *c;
+    bool open;
+} gate_wait;
+
+static void wait_go_blocking(void *arg)
+{
+    gate_wait *g = arg;
+    g->open = wait_go(g->c);
+}
+
+static bool pass_gate(sks_handler *h, fault_ctx *c)
+{
+    gate_wait g = { c, false };
+    return sks_run_blocking(h, wait_go_blocking, &g) == 0 && g.open;
+}
+
 static void open_gate(fault_ctx *c, int n)
 {
     char buf[256];
@@ -215,7 +235,7 @@ static int fault_handle(sks_handler *h)
         break;
     case MODE_GATED_ECHO:
         report(c, 'E');
-        err = wait_go(c) ? echo_line(h) : SKS_EHANDLER;
+        err = pass_gate(h, c) ? echo_line(h) : SKS_EHANDLER;
         break;
     case MODE_BIG_REPLY: {
         static char chunk[65536];
@@ -295,6 +315,12 @@ static const variant all_variants[] = {
       true },
     { "ForkingUnixDatagramServer", &sks_forking_unix_dgram_ops, true, true,
       true },
+    { "FiberTCPServer", &sks_fiber_tcp_ops, false, false, false },
+    { "FiberUDPServer", &sks_fiber_udp_ops, false, true, false },
+    { "FiberUnixStreamServer", &sks_fiber_unix_stream_ops, true, false,
+      false },
+    { "FiberUnixDatagramServer", &sks_fiber_unix_dgram_ops, true, true,
+      false },
 };
 
 static const variant *find_variant(const char *name)
@@ -508,6 +534,12 @@ static void test_emfile_does_not_spin_and_recovers_threading(void **state)
     exhaustion_case("ThreadingTCPServer");
 }
 
+static void test_emfile_does_not_spin_and_recovers_fiber(void **state)
+{
+    (void)state;
+    exhaustion_case("FiberTCPServer");
+}
+
 static void test_emfile_does_not_spin_and_recovers_forking(void **state)
 {
     (void)state;
@@ -676,6 +708,12 @@ static void test_reset_mid_line_reported_once_threading(void **state)
     reset_mid_line_case("ThreadingTCPServer");
 }
 
+static void test_reset_mid_line_reported_once_fiber(void **state)
+{
+    (void)state;
+    reset_mid_line_case("FiberTCPServer");
+}
+
 static void test_reset_mid_line_reported_once_forking(void **state)
 {
     (void)state;
@@ -722,6 +760,12 @@ static void test_reset_mid_reply_no_sigpipe_threading(void **state)
 {
     (void)state;
     reset_mid_reply_case("ThreadingTCPServer");
+}
+
+static void test_reset_mid_reply_no_sigpipe_fiber(void **state)
+{
+    (void)state;
+    reset_mid_reply_case("FiberTCPServer");
 }
 
 static void test_reset_mid_reply_no_sigpipe_forking(void **state)
@@ -780,6 +824,12 @@ static void test_reset_before_read_reported_once_threading(void **state)
 {
     (void)state;
     reset_before_read_case("ThreadingTCPServer");
+}
+
+static void test_reset_before_read_reported_once_fiber(void **state)
+{
+    (void)state;
+    reset_before_read_case("FiberTCPServer");
 }
 
 static void test_reset_before_read_reported_once_forking(void **state)
@@ -897,6 +947,12 @@ static void test_slow_clients_do_not_block_fresh_one_threading(void **state)
 {
     (void)state;
     slow_clients_case("ThreadingTCPServer");
+}
+
+static void test_slow_clients_do_not_block_fresh_one_fiber(void **state)
+{
+    (void)state;
+    slow_clients_case("FiberTCPServer");
 }
 
 static void test_slow_clients_do_not_block_fresh_one_forking(void **state)
@@ -1088,6 +1144,12 @@ static void test_shutdown_under_load_leaves_nothing_threading(void **state)
     shutdown_under_load_case("ThreadingTCPServer");
 }
 
+static void test_shutdown_under_load_leaves_nothing_fiber(void **state)
+{
+    (void)state;
+    shutdown_under_load_case("FiberTCPServer");
+}
+
 static void test_shutdown_under_load_leaves_nothing_forking(void **state)
 {
     (void)state;
@@ -1107,22 +1169,28 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_emfile_does_not_spin_and_recovers_tcp),
         cmocka_unit_test(test_emfile_does_not_spin_and_recovers_threading),
+        cmocka_unit_test(test_emfile_does_not_spin_and_recovers_fiber),
         cmocka_unit_test(test_emfile_does_not_spin_and_recovers_forking),
         cmocka_unit_test(test_emfile_does_not_spin_and_recovers_unix_stream),
         cmocka_unit_test(test_reset_mid_line_reported_once_tcp),
         cmocka_unit_test(test_reset_mid_line_reported_once_threading),
+        cmocka_unit_test(test_reset_mid_line_reported_once_fiber),
         cmocka_unit_test(test_reset_mid_line_reported_once_forking),
         cmocka_unit_test(test_reset_mid_reply_no_sigpipe_tcp),
         cmocka_unit_test(test_reset_mid_reply_no_sigpipe_threading),
+        cmocka_unit_test(test_reset_mid_reply_no_sigpipe_fiber),
         cmocka_unit_test(test_reset_mid_reply_no_sigpipe_forking),
         cmocka_unit_test(test_reset_mid_reply_no_sigpipe_unix_stream),
         cmocka_unit_test(test_reset_before_read_reported_once_tcp),
         cmocka_unit_test(test_reset_before_read_reported_once_threading),
+        cmocka_unit_test(test_reset_before_read_reported_once_fiber),
         cmocka_unit_test(test_reset_before_read_reported_once_forking),
         cmocka_unit_test(test_slow_clients_do_not_block_fresh_one_threading),
+        cmocka_unit_test(test_slow_clients_do_not_block_fresh_one_fiber),
         cmocka_unit_test(test_slow_clients_do_not_block_fresh_one_forking),
         cmocka_unit_test(test_failing_handler_keeps_serving_every_variant),
         cmocka_unit_test(test_shutdown_under_load_leaves_nothing_threading),
+        cmocka_unit_test(test_shutdown_under_load_leaves_nothing_fiber),
         cmocka_unit_test(test_shutdown_under_load_leaves_nothing_forking),
         cmocka_unit_test(test_shutdown_under_load_leaves_nothing_unix_stream),
     };

@@ -514,7 +514,8 @@ test_access_log_has_one_common_log_format_line_per_request() {
 }
 
 test_sigterm_with_an_idle_keep_alive_client_exits_0_at_once() {
-    idle_keep_alive_stop --threading && idle_keep_alive_stop --pool
+    idle_keep_alive_stop --threading && idle_keep_alive_stop --pool &&
+        idle_keep_alive_stop --fiber
 }
 
 # idle_keep_alive_stop MODEL: the default 10 s timeout would hold an idle
@@ -582,14 +583,25 @@ test_ipv6_loopback_with_curl() {
     stop_server v6
 }
 
-test_pool_model_serves_keep_alive_and_stops() {
-    start_server pool --pool "127.0.0.1:0" "$R" || return 1
-    local a=${ADDR[pool]} n
+# model_serves_keep_alive_and_stops MODEL: two files over one connection,
+# then a clean stop.
+model_serves_keep_alive_and_stops() {
+    start_server model "$1" "127.0.0.1:0" "$R" || return 1
+    local a=${ADDR[model]} n
     n=$("${CURL[@]}" -o "$T/p1" -o "$T/p2" -w '%{num_connects} ' \
-        "http://$a/big.bin" "http://$a/text.txt") || { stop_server pool; return 1; }
-    cmp "$T/p1" "$R/big.bin" && cmp "$T/p2" "$R/text.txt" || { fail "a file differs"; stop_server pool; return 1; }
-    [ "$n" = "1 0 " ] || { fail "new connections '$n', want '1 0 '"; stop_server pool; return 1; }
-    stop_server pool
+        "http://$a/big.bin" "http://$a/text.txt") || { stop_server model; return 1; }
+    cmp "$T/p1" "$R/big.bin" && cmp "$T/p2" "$R/text.txt" || { fail "$1: a file differs"; stop_server model; return 1; }
+    [ "$n" = "1 0 " ] || { fail "$1: new connections '$n', want '1 0 '"; stop_server model; return 1; }
+    stop_server model
+}
+
+test_pool_model_serves_keep_alive_and_stops() {
+    model_serves_keep_alive_and_stops --pool
+}
+
+# The fiber model opens its files off the loop (sks_run_blocking).
+test_fiber_model_serves_keep_alive_and_stops() {
+    model_serves_keep_alive_and_stops --fiber
 }
 
 test_bad_command_lines_are_refused() {
@@ -640,6 +652,7 @@ TESTS=(
     test_unix_socket_address_with_curl
     test_ipv6_loopback_with_curl
     test_pool_model_serves_keep_alive_and_stops
+    test_fiber_model_serves_keep_alive_and_stops
     test_bad_command_lines_are_refused
 )
 

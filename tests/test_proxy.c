@@ -582,15 +582,14 @@ static void assert_seen_as(const char *address, const void *hdr, size_t n,
     client_close(c);
 }
 
-static void test_handler_sees_original_client_and_proxy_address(void **s)
+static void handler_sees_original_client_and_proxy_address(const sks_server_ops *ops)
 {
-    (void)s;
     test_server ts;
     unsigned char b[600];
     size_t n;
     int fds = count_open_fds();
 
-    start(&ts, &sks_threading_tcp_ops, 0, "127.0.0.1:0", SKS_PROXY_ANY, 0);
+    start(&ts, ops, 0, "127.0.0.1:0", SKS_PROXY_ANY, 0);
     assert_seen_as(ts.address, V1_TCP4, strlen(V1_TCP4), "127.0.0.7:54321");
     assert_seen_as(ts.address, V1_TCP6, strlen(V1_TCP6), "[::1]:1000");
     assert_seen_as(ts.address, b, v2_tcp4(b, NULL, 0), "127.0.0.7:54321");
@@ -609,17 +608,28 @@ static void test_handler_sees_original_client_and_proxy_address(void **s)
     assert_int_equal(count_open_fds(), fds);
 }
 
-/* A header that trickles in byte by byte is waited for, and the payload
- * behind it reaches the handler intact. */
-static void test_header_arriving_in_pieces_is_assembled(void **state)
+static void test_handler_sees_original_client_and_proxy_address(void **state)
 {
     (void)state;
+    handler_sees_original_client_and_proxy_address(&sks_threading_tcp_ops);
+}
+
+static void test_handler_sees_original_client_and_proxy_address_fiber(void **state)
+{
+    (void)state;
+    handler_sees_original_client_and_proxy_address(&sks_fiber_tcp_ops);
+}
+
+/* A header that trickles in byte by byte is waited for, and the payload
+ * behind it reaches the handler intact. */
+static void header_arriving_in_pieces_is_assembled(const sks_server_ops *ops)
+{
     test_server ts;
     unsigned char b[64];
     char buf[256];
     int one = 1;
 
-    start(&ts, &sks_threading_tcp_ops, 0, "127.0.0.1:0", SKS_PROXY_ANY, 0);
+    start(&ts, ops, 0, "127.0.0.1:0", SKS_PROXY_ANY, 0);
     for (int v = 1; v <= 2; v++) {
         const unsigned char *hdr = v == 1 ? (const unsigned char *)V1_TCP4 : b;
         size_t n = v == 1 ? strlen(V1_TCP4) : v2_tcp4(b, NULL, 0);
@@ -640,6 +650,18 @@ static void test_header_arriving_in_pieces_is_assembled(void **state)
     }
     ts_stop(&ts);
     assert_int_equal(error_count(), 0);
+}
+
+static void test_header_arriving_in_pieces_is_assembled(void **state)
+{
+    (void)state;
+    header_arriving_in_pieces_is_assembled(&sks_threading_tcp_ops);
+}
+
+static void test_header_arriving_in_pieces_is_assembled_fiber(void **state)
+{
+    (void)state;
+    header_arriving_in_pieces_is_assembled(&sks_fiber_tcp_ops);
 }
 
 /* Sends bytes, half-closes, and expects the server to close without a
@@ -719,14 +741,13 @@ static void test_malformed_headers_close_and_report_errors(void **state)
 }
 
 /* A proxy that connects and says nothing is cut at the header timeout,
- * and meanwhile the threading server serves others at once. */
-static void test_silent_peer_times_out_without_blocking_accept(void **state)
+ * and meanwhile a threading or fiber server serves others at once. */
+static void silent_peer_times_out_without_blocking_accept(const sks_server_ops *ops)
 {
-    (void)state;
     test_server ts;
     char buf[256];
 
-    start(&ts, &sks_threading_tcp_ops, 0, "127.0.0.1:0", SKS_PROXY_ANY, 1.0);
+    start(&ts, ops, 0, "127.0.0.1:0", SKS_PROXY_ANY, 1.0);
     double t0 = now_seconds();
     int silent = client_connect(ts.address);
     assert_true(silent >= 0);
@@ -749,6 +770,18 @@ static void test_silent_peer_times_out_without_blocking_accept(void **state)
     client_close(silent);
     ts_stop(&ts);
     assert_int_equal(atomic_load(&handled), 3);
+}
+
+static void test_silent_peer_times_out_without_blocking_accept(void **state)
+{
+    (void)state;
+    silent_peer_times_out_without_blocking_accept(&sks_threading_tcp_ops);
+}
+
+static void test_silent_peer_times_out_without_blocking_accept_fiber(void **state)
+{
+    (void)state;
+    silent_peer_times_out_without_blocking_accept(&sks_fiber_tcp_ops);
 }
 
 /* The synchronous server reads the header in its loop: the timeout is
@@ -778,14 +811,13 @@ static void test_sync_server_is_held_no_longer_than_the_timeout(void **state)
 
 /* One deadline for the whole header: a proxy trickling a byte every
  * 50 ms (each piece well within the timeout) is still cut at 0.3 s. */
-static void test_header_trickling_in_is_cut_at_one_deadline(void **state)
+static void header_trickling_in_is_cut_at_one_deadline(const sks_server_ops *ops)
 {
-    (void)state;
     test_server ts;
     char buf[64];
     int one = 1;
 
-    start(&ts, &sks_threading_tcp_ops, 0, "127.0.0.1:0", SKS_PROXY_ANY, 0.3);
+    start(&ts, ops, 0, "127.0.0.1:0", SKS_PROXY_ANY, 0.3);
     int c = client_connect(ts.address);
     assert_true(c >= 0);
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -806,6 +838,18 @@ static void test_header_trickling_in_is_cut_at_one_deadline(void **state)
     client_close(c);
     ts_stop(&ts);
     assert_int_equal(atomic_load(&handled), 0);
+}
+
+static void test_header_trickling_in_is_cut_at_one_deadline(void **state)
+{
+    (void)state;
+    header_trickling_in_is_cut_at_one_deadline(&sks_threading_tcp_ops);
+}
+
+static void test_header_trickling_in_is_cut_at_one_deadline_fiber(void **state)
+{
+    (void)state;
+    header_trickling_in_is_cut_at_one_deadline(&sks_fiber_tcp_ops);
 }
 
 static void test_forking_and_pool_servers_read_the_header(void **state)
@@ -970,12 +1014,16 @@ int main(void)
         cmocka_unit_test(test_v2_crc32c_mismatch_is_rejected),
         cmocka_unit_test(test_only_the_configured_versions_are_accepted),
         cmocka_unit_test(test_handler_sees_original_client_and_proxy_address),
+        cmocka_unit_test(test_handler_sees_original_client_and_proxy_address_fiber),
         cmocka_unit_test(test_header_arriving_in_pieces_is_assembled),
+        cmocka_unit_test(test_header_arriving_in_pieces_is_assembled_fiber),
         cmocka_unit_test(test_truncated_headers_close_without_handler),
         cmocka_unit_test(test_malformed_headers_close_and_report_errors),
         cmocka_unit_test(test_silent_peer_times_out_without_blocking_accept),
+        cmocka_unit_test(test_silent_peer_times_out_without_blocking_accept_fiber),
         cmocka_unit_test(test_sync_server_is_held_no_longer_than_the_timeout),
         cmocka_unit_test(test_header_trickling_in_is_cut_at_one_deadline),
+        cmocka_unit_test(test_header_trickling_in_is_cut_at_one_deadline_fiber),
         cmocka_unit_test(test_forking_and_pool_servers_read_the_header),
         cmocka_unit_test(test_unix_stream_server_reads_the_header),
         cmocka_unit_test(test_untrusted_peer_is_refused),

@@ -1,0 +1,72 @@
+# tools/sks_fibers_gdb.py - gdb commands for libsockserver's fibers.
+#
+#   (gdb) source tools/sks_fibers_gdb.py
+#   (gdb) sks-fiber-bt FIBER     backtrace of a parked fiber: FIBER is a
+#                                sks__fiber or a pointer to one
+#
+# A parked fiber is not a thread, so gdb's `bt` cannot see it.  Its saved
+# context is the frame that sks__fctx_switch left at fiber->sp (see
+# src/fiber_ctx_x86_64.S and src/fiber_ctx_aarch64.S for the layout); this
+# command points the current thread's registers at that frame, prints the
+# backtrace, and puts the registers back.  A backtrace ends at
+# sks__fctx_start, the fiber's first frame.  Live processes only: a core
+# file's registers cannot be changed.  The portable fallback's contexts
+# (jmp_buf, mangled pointers) are not supported.
+import gdb
+
+# Saved frame layouts: register -> offset from fiber->sp; "sp" is where
+# the stack pointer is once the frame is popped; "pc" the return address.
+LAYOUTS = {
+    "x86-64": {"pc": 56, "sp": 64, "regs": {"rbp": 48, "rbx": 40, "r12": 32,
+                                            "r13": 24, "r14": 16, "r15": 8},
+               "pcreg": "rip", "spreg": "rsp"},
+    "aarch64": {"pc": 88, "sp": 176, "regs": {"x29": 80, "x30": 88,
+                                              "x19": 0, "x20": 8},
+                "pcreg": "pc", "spreg": "sp"},
+}
+
+
+def layout():
+    arch = gdb.selected_inferior().architecture().name()
+    for key, value in LAYOUTS.items():
+        if key in arch:
+            return value
+    raise gdb.GdbError("sks-fiber-bt: no saved-frame layout for " + arch)
+
+
+class FiberBacktrace(gdb.Command):
+    """sks-fiber-bt FIBER: the backtrace of a parked fiber (sks__fiber or sks__fiber *)."""
+
+    def __init__(self):
+        super().__init__("sks-fiber-bt", gdb.COMMAND_STACK)
+
+    def invoke(self, arg, from_tty):
+        fib = gdb.parse_and_eval(arg)
+        if fib.type.code == gdb.TYPE_CODE_PTR:
+            fib = fib.dereference()
+        if int(fib["stack"]) == 0 and int(fib["sp"]) == 0:
+            raise gdb.GdbError("sks-fiber-bt: not a parked fiber")
+        sp = int(fib["sp"])
+        lay = layout()
+        word = gdb.lookup_type("unsigned long")
+        inferior = gdb.selected_inferior()
+
+        def load(off):
+            mem = inferior.read_memory(sp + off, word.sizeof)
+            return int.from_bytes(bytes(mem), "little")
+
+        gdb.execute("frame 0", to_string=True)
+        names = [lay["pcreg"], lay["spreg"]] + list(lay["regs"])
+        saved = {r: int(gdb.parse_and_eval("$" + r)) for r in names}
+        try:
+            for reg, off in lay["regs"].items():
+                gdb.execute("set $%s = %d" % (reg, load(off)))
+            gdb.execute("set $%s = %d" % (lay["spreg"], sp + lay["sp"]))
+            gdb.execute("set $%s = %d" % (lay["pcreg"], load(lay["pc"])))
+            gdb.execute("bt")
+        finally:
+            for reg in names:
+                gdb.execute("set $%s = %d" % (reg, saved[reg]))
+
+
+FiberBacktrace()
