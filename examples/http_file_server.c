@@ -172,6 +172,7 @@ struct exchange {
     bool keep_alive;       /* serve another request on this connection */
     bool has_body;         /* a request body we do not read: close after */
     time_t if_modified_since; /* -1: none */
+    bool none_match_any;   /* If-None-Match: * */
 
     /* The response, for the log. */
     int status;            /* 0: nothing sent */
@@ -326,24 +327,6 @@ static const char *trim(const char *s, size_t *len)
     return s;
 }
 
-/* Does the comma-separated list (a Connection header) hold this token? */
-static bool list_has(const char *v, size_t len, const char *token)
-{
-    while (len > 0) {
-        const char *comma = memchr(v, ',', len);
-        size_t item = comma ? (size_t)(comma - v) : len;
-        size_t tlen = item;
-        const char *t = trim(v, &tlen);
-        if (tlen == strlen(token) && strncasecmp(t, token, tlen) == 0)
-            return true;
-        if (comma == NULL)
-            break;
-        v += item + 1;
-        len -= item + 1;
-    }
-    return false;
-}
-
 /* Splits "METHOD SP target SP HTTP/1.x" in x->work.  0, 400 or 505. */
 static int parse_request_line(struct exchange *x)
 {
@@ -382,10 +365,185 @@ static int parse_request_line(struct exchange *x)
     return 0;
 }
 
-/* Takes one header field line (CRLF cut); bool flags collect what we use.
- * Returns 0 or 400. */
-static int parse_header(struct exchange *x, const char *line, size_t len,
-                        bool *conn_close, bool *conn_keep, int *hosts)
+/* What the header section told us, beyond the exchange's own fields. */
+struct fields_seen {
+    bool conn_close, conn_keep; /* Connection: close / keep-alive */
+    int hosts;                  /* Host field lines */
+    long long length;           /* Content-Length; -1: none yet */
+    bool if_none_match;         /* If-None-Match present */
+    bool none_match_any;        /* ... and it is "*" */
+    time_t if_modified_since;   /* -1: none, or not a valid HTTP-date */
+};
+
+/* The next element of a comma-separated list, trimmed, or NULL past its
+ * end (*v NULL); *v and *len move past it.  An empty element is "". */
+static const char *list_next(const char **v, size_t *len, size_t *elen)
+{
+    const char *e = *v;
+    if (e == NULL)
+        return NULL;
+    const char *comma = memchr(e, ',', *len);
+    *elen = comma ? (size_t)(comma - e) : *len;
+    if (comma != NULL) {
+        *len -= *elen + 1;
+        *v = comma + 1;
+    } else {
+        *v = NULL;
+    }
+    return trim(e, elen);
+}
+
+/* Does the comma-separated list (a Connection header) hold this token? */
+static bool list_has(const char *v, size_t len, const char *token)
+{
+    const char *e;
+    size_t elen;
+    while ((e = list_next(&v, &len, &elen)) != NULL)
+        if (elen == strlen(token) && strncasecmp(e, token, elen) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Content-Length (RFC 9112 6.3, RFC 9110 8.6): one decimal number.  A
+ * list of identical values ("42, 42", or the same value on two lines) is
+ * the same length said twice and may be taken as it; two different
+ * values leave the framing unknown, an unrecoverable error: 400.
+ */
+static int parse_content_length(struct fields_seen *f, const char *v,
+                                size_t len)
+{
+    const char *e;
+    size_t elen;
+    while ((e = list_next(&v, &len, &elen)) != NULL) {
+        long long n = 0;
+        if (elen == 0 || elen > 18) /* 18 digits cannot overflow */
+            return 400;
+        for (size_t i = 0; i < elen; i++) {
+            if (!isdigit((unsigned char)e[i]))
+                return 400;
+            n = n * 10 + (e[i] - '0');
+        }
+        if (f->length >= 0 && f->length != n)
+            return 400;
+        f->length = n;
+    }
+    return 0;
+}
+
+/*
+ * Transfer-Encoding (RFC 9112 6.3 rule 4): when chunked is not the final
+ * coding the body's length cannot be known: 400.  The last field line
+ * holds the final coding, since the lines form one list in order.
+ */
+static bool te_ends_in_chunked(const char *v, size_t len)
+{
+    const char *e, *last = NULL;
+    size_t elen, lastlen = 0;
+    while ((e = list_next(&v, &len, &elen)) != NULL) {
+        last = e;
+        lastlen = elen;
+    }
+    return last != NULL && lastlen == 7 && strncasecmp(last, "chunked", 7) == 0;
+}
+
+static bool is_unreserved_or_sub_delim(int c)
+{
+    return isalnum(c) || strchr("-._~!$&'()*+,;=", c) != NULL;
+}
+
+/*
+ * Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): a
+ * bracketed IPv6 literal, or a reg-name (which covers IPv4 addresses) of
+ * unreserved characters, sub-delims and %-escapes; then digits after a
+ * colon.  Empty is valid (a target without an authority).
+ */
+static bool valid_host(const char *v, size_t len)
+{
+    size_t i = 0;
+    if (len > 0 && v[0] == '[') {
+        char lit[INET6_ADDRSTRLEN];
+        struct in6_addr a6;
+        const char *close = memchr(v, ']', len);
+        size_t n = close ? (size_t)(close - v - 1) : 0;
+        if (close == NULL || n == 0 || n >= sizeof(lit))
+            return false;
+        memcpy(lit, v + 1, n);
+        lit[n] = '\0';
+        if (inet_pton(AF_INET6, lit, &a6) != 1)
+            return false;
+        i = n + 2;
+    } else {
+        for (; i < len && v[i] != ':'; i++) {
+            unsigned char c = (unsigned char)v[i];
+            if (c == '%') {
+                if (i + 2 >= len || !isxdigit((unsigned char)v[i + 1]) ||
+                    !isxdigit((unsigned char)v[i + 2]))
+                    return false;
+                i += 2;
+            } else if (c >= 0x80 || !is_unreserved_or_sub_delim(c)) {
+                return false;
+            }
+        }
+    }
+    if (i == len)
+        return true;
+    if (v[i] != ':')
+        return false;
+    for (i++; i < len; i++)
+        if (!isdigit((unsigned char)v[i]))
+            return false;
+    return true;
+}
+
+/*
+ * An HTTP-date (RFC 9110 5.6.7), in any of the three forms a recipient
+ * MUST accept: IMF-fixdate, the obsolete RFC 850 form and asctime's.
+ * Returns the time, or -1 for anything else.
+ */
+static time_t parse_http_date(const char *v, size_t len)
+{
+    static const char *const forms[] = {
+        "%a, %d %b %Y %H:%M:%S GMT", /* Sun, 06 Nov 1994 08:49:37 GMT */
+        "%A, %d-%b-%y %H:%M:%S GMT", /* Sunday, 06-Nov-94 08:49:37 GMT */
+        "%a %b %e %H:%M:%S %Y",      /* Sun Nov  6 08:49:37 1994 */
+    };
+    char date[64];
+
+    if (len >= sizeof(date))
+        return -1;
+    memcpy(date, v, len);
+    date[len] = '\0';
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        const char *end = strptime(date, forms[i], &tm);
+        if (end == NULL || *end != '\0')
+            continue;
+        if (i == 1) {
+            /* A two-digit year more than 50 years ahead is the latest
+             * past year with those digits (RFC 9110 5.6.7), not the
+             * C library's fixed 1969..2068 window. */
+            struct tm now;
+            time_t t = time(NULL);
+            gmtime_r(&t, &now);
+            int year = now.tm_year - now.tm_year % 100 + tm.tm_year % 100;
+            if (year > now.tm_year + 50)
+                year -= 100;
+            tm.tm_year = year;
+        }
+        return timegm(&tm);
+    }
+    return -1;
+}
+
+/*
+ * Takes one header field line (CRLF cut) into x and f.  Returns 0 or 400.
+ * Every field is checked, used or not: a recipient cannot know which of
+ * them another hop will act on.
+ */
+static int parse_header(struct exchange *x, struct fields_seen *f,
+                        const char *line, size_t len)
 {
     const char *colon = memchr(line, ':', len);
 
@@ -400,34 +558,37 @@ static int parse_header(struct exchange *x, const char *line, size_t len,
     size_t vlen = len - nlen - 1;
     const char *v = trim(colon + 1, &vlen);
 
+    /* RFC 9110 5.5: CR, LF and NUL in a field value MUST be rejected (or
+     * replaced); a bare CR is one RFC 9112 2.2 names.  The other controls
+     * but HTAB are outside the grammar too: refused alike. */
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 400;
+    }
+
 #define NAME_IS(s) (nlen == sizeof(s) - 1 && strncasecmp(line, s, nlen) == 0)
     if (NAME_IS("Host")) {
-        (*hosts)++;
-    } else if (NAME_IS("Connection")) {
-        *conn_close |= list_has(v, vlen, "close");
-        *conn_keep |= list_has(v, vlen, "keep-alive");
-    } else if (NAME_IS("Content-Length")) {
-        if (vlen == 0)
+        f->hosts++;
+        if (!valid_host(v, vlen))
             return 400;
-        for (size_t i = 0; i < vlen; i++) {
-            if (!isdigit((unsigned char)v[i]))
-                return 400;
-            if (v[i] != '0')
-                x->has_body = true;
-        }
+    } else if (NAME_IS("Connection")) {
+        f->conn_close |= list_has(v, vlen, "close");
+        f->conn_keep |= list_has(v, vlen, "keep-alive");
+    } else if (NAME_IS("Content-Length")) {
+        if (parse_content_length(f, v, vlen) != 0)
+            return 400;
+        if (f->length > 0)
+            x->has_body = true;
     } else if (NAME_IS("Transfer-Encoding")) {
+        if (!te_ends_in_chunked(v, vlen))
+            return 400;
         x->has_body = true;
+    } else if (NAME_IS("If-None-Match")) {
+        f->if_none_match = true;
+        f->none_match_any |= vlen == 1 && v[0] == '*';
     } else if (NAME_IS("If-Modified-Since")) {
-        char date[64];
-        struct tm tm;
-        memset(&tm, 0, sizeof(tm));
-        if (vlen < sizeof(date)) {
-            memcpy(date, v, vlen);
-            date[vlen] = '\0';
-            const char *end = strptime(date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-            if (end != NULL && *end == '\0')
-                x->if_modified_since = timegm(&tm);
-        }
+        f->if_modified_since = parse_http_date(v, vlen);
     }
 #undef NAME_IS
     return 0;
@@ -479,8 +640,8 @@ static int read_request(struct exchange *x)
     if (status != 0)
         return status;
 
-    bool conn_close = false, conn_keep = false;
-    int hosts = 0, fields = 0;
+    struct fields_seen f = { .length = -1, .if_modified_since = -1 };
+    int fields = 0;
     size_t used = 0;
     for (;;) {
         size_t left = MAX_HEADER_BYTES - used;
@@ -501,14 +662,20 @@ static int read_request(struct exchange *x)
             break; /* the empty line: end of the header section */
         if (++fields > MAX_HEADER_LINES)
             return 431;
-        status = parse_header(x, line, len, &conn_close, &conn_keep, &hosts);
+        status = parse_header(x, &f, line, len);
         if (status != 0)
             return status;
     }
     /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host. */
-    if (hosts > 1 || (x->minor >= 1 && hosts == 0))
+    if (f.hosts > 1 || (x->minor >= 1 && f.hosts == 0))
         return 400;
-    x->keep_alive = x->minor >= 1 ? !conn_close : conn_keep && !conn_close;
+    x->keep_alive = x->minor >= 1 ? !f.conn_close : f.conn_keep && !f.conn_close;
+    /* RFC 9110 13.1.3: with If-None-Match present, If-Modified-Since MUST
+     * be ignored.  We send no entity tags, so only "*" can match: any
+     * file that exists (13.1.2). */
+    x->none_match_any = f.none_match_any;
+    if (!f.if_none_match)
+        x->if_modified_since = f.if_modified_since;
     return 0;
 }
 
@@ -626,7 +793,8 @@ static const char *content_type(const char *name)
 static void send_file(struct exchange *x, int fd, const struct stat *st,
                       const char *name)
 {
-    if (x->if_modified_since >= 0 && st->st_mtime <= x->if_modified_since) {
+    if (x->none_match_any ||
+        (x->if_modified_since >= 0 && st->st_mtime <= x->if_modified_since)) {
         start_response(x, 304, NULL, -1, st->st_mtime, NULL);
         return;
     }
@@ -898,6 +1066,7 @@ static bool serve_one(struct exchange *x)
     x->keep_alive = false;
     x->has_body = false;
     x->if_modified_since = -1;
+    x->none_match_any = false;
     x->status = 0;
     x->bytes = 0;
 

@@ -415,6 +415,105 @@ sys.stdout.write("GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" +
     expect_raw 200 "$T/p"
 }
 
+# expect_each STATUS PAYLOAD...: expect_raw for each printf payload.
+expect_each() {
+    local want=$1 p
+    shift
+    for p in "$@"; do
+        req "$T/p" "$p"
+        expect_raw "$want" "$T/p" || { echo "  payload: $p"; return 1; }
+    done
+}
+
+# RFC 9112 6.3: two different lengths leave the framing unknown.
+test_two_different_content_lengths_get_400() {
+    expect_each 400 \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 6\r\n\r\nabcdef' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5,\r\n\r\nabcde' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 00001\r\n\r\nx' || return 1
+    # The same length said twice is one length (RFC 9110 8.6).
+    expect_each 200 \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nabcde' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 05\r\n\r\nabcde'
+}
+
+# RFC 9112 6.3 rule 4: chunked not last, the length cannot be known.
+test_transfer_coding_not_ending_in_chunked_gets_400() {
+    expect_each 400 \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n\r\n' || return 1
+    expect_each 200 'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n'
+}
+
+# RFC 9112 3.2: exactly one Host in HTTP/1.1; HTTP/1.0 may leave it out.
+test_missing_or_repeated_host_gets_400() {
+    expect_each 400 'GET /hello.txt HTTP/1.1\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nConnection: close\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n' \
+        'GET /hello.txt HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n' || return 1
+    expect_each 200 'GET /hello.txt HTTP/1.0\r\n\r\n'
+}
+
+# RFC 9112 3.2: a Host field value that is not uri-host [":" port].
+test_invalid_host_field_value_gets_400() {
+    local h ok=()
+    for h in 'a b' 'a/b' 'a@b' 'a?b' '[::1' '[zz::1]' '[::1]x' 'h:80x' 'h:1:2' \
+        'h%%4' 'h%%zz' '\xc3\xa9.example' '"h"'; do
+        expect_each 400 "GET /hello.txt HTTP/1.1\r\nHost: $h\r\n\r\n" || return 1
+    done
+    # Valid ones, the empty value included (a target with no authority).
+    for h in '' 'example.com' 'example.com:8080' '127.0.0.1:80' '[::1]' \
+        '[::1]:8080' 'ex%%41mple.com' "a-b_c~d!\$&'()*+,;=e" 'h:'; do
+        ok+=("GET /hello.txt HTTP/1.1\r\nHost: $h\r\nConnection: close\r\n\r\n")
+    done
+    expect_each 200 "${ok[@]}"
+}
+
+# RFC 9112 2.2 (bare CR) and RFC 9110 5.5 (CR, LF, NUL in a value).
+test_bare_cr_or_nul_in_a_field_value_gets_400() {
+    expect_each 400 'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\r\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\0\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: \x01\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\x7fb\r\n\r\n' || return 1
+    # HTAB and 8-bit bytes (obs-text) are field content.
+    expect_each 200 'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\tb\xe9\r\nConnection: close\r\n\r\n'
+}
+
+# ims_status DATE [MORE-HEADERS]: the status for GET /old.txt with it.
+ims_status() {
+    req "$T/p" 'GET /old.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: %s\r\n%bConnection: close\r\n\r\n' "$1" "${2:-}"
+    raw "${ADDR[main]}" <"$T/p" >"$T/resp" || { echo "no answer"; return; }
+    status_of "$T/resp"
+}
+
+# RFC 9110 5.6.7: IMF-fixdate, RFC 850 and asctime MUST all be accepted.
+# old.txt was modified at Sat, 03 Feb 2001 04:05:06 GMT.
+test_if_modified_since_accepts_all_three_date_forms() {
+    local d want got
+    for d in 'Sat, 03 Feb 2001 04:05:06 GMT=304' 'Fri, 02 Feb 2001 00:00:00 GMT=200' \
+        'Saturday, 03-Feb-01 04:05:06 GMT=304' 'Friday, 02-Feb-01 00:00:00 GMT=200' \
+        'Sat Feb  3 04:05:06 2001=304' 'Fri Feb  2 00:00:00 2001=200' \
+        'Sat Feb 10 00:00:00 2001=304' \
+        'Sunday, 06-Nov-94 08:49:37 GMT=200' 'Sunday, 03-Feb-69 00:00:00 GMT=304' \
+        'yesterday=200' 'Sat, 03 Feb 2001 04:05:06 GMT junk=200'; do
+        want=${d##*=}
+        got=$(ims_status "${d%=*}")
+        [ "$got" = "$want" ] || { fail "If-Modified-Since: ${d%=*}: $got, want $want"; return 1; }
+    done
+    # If-None-Match takes precedence (RFC 9110 13.1.3): "*" matches any
+    # file, an entity tag never does (none is sent).
+    got=$(ims_status 'Fri, 02 Feb 2001 00:00:00 GMT' 'If-None-Match: *\r\n')
+    [ "$got" = 304 ] || { fail "If-None-Match: *: $got, want 304"; return 1; }
+    got=$(ims_status 'Sat, 03 Feb 2001 04:05:06 GMT' 'If-None-Match: "x"\r\n')
+    [ "$got" = 200 ] || fail "If-None-Match: \"x\" with a matching date: $got, want 200"
+}
+
 test_path_traversal_never_leaves_the_root() {
     local p want
     for p in '/../outside/secret.txt:403' '/%2e%2e/outside/secret.txt:403' \
@@ -630,6 +729,12 @@ TESTS=(
     test_uri_over_8k_gets_414_and_8000_bytes_do_not
     test_header_section_over_64k_gets_431
     test_over_100_header_lines_get_431_and_100_do_not
+    test_two_different_content_lengths_get_400
+    test_transfer_coding_not_ending_in_chunked_gets_400
+    test_missing_or_repeated_host_gets_400
+    test_invalid_host_field_value_gets_400
+    test_bare_cr_or_nul_in_a_field_value_gets_400
+    test_if_modified_since_accepts_all_three_date_forms
     test_path_traversal_never_leaves_the_root
     test_server_goes_on_after_hostile_input
     test_stalled_client_is_cut_after_the_timeout
@@ -652,6 +757,8 @@ needs() {
         test_unknown_method_* | test_unsupported_http_* | test_uri_over_* | \
         test_header_section_* | test_over_100_* | test_stalled_* | \
         test_lingering_* | \
+        test_two_different_* | test_transfer_coding_* | test_missing_or_* | \
+        test_invalid_host_* | test_bare_cr_* | test_if_modified_since_* | \
         test_sigterm_*) echo python3 ;;
     test_http10_* | test_path_traversal_* | test_access_log_* | test_ipv6_*) echo "curl python3" ;;
     *) echo curl ;;
