@@ -154,6 +154,17 @@ static void stop_connections(struct site *site)
 /* ------------------------------------------------------------------------ */
 /* One request and its response                                              */
 
+/*
+ * The conditional request fields (RFC 9110 13.1).  We send no entity
+ * tags, so a list of them never matches and only "*" can: it matches
+ * any file that exists.
+ */
+enum tag_condition { TAGS_ABSENT, TAGS_ANY, TAGS_LIST };
+struct preconditions {
+    enum tag_condition if_match, if_none_match;
+    time_t if_unmodified_since, if_modified_since; /* -1: none or invalid */
+};
+
 struct exchange {
     sks_handler *h;
     sks_rfile *in;
@@ -171,8 +182,7 @@ struct exchange {
     bool head;             /* HEAD: headers only */
     bool keep_alive;       /* serve another request on this connection */
     bool has_body;         /* a request body we do not read: close after */
-    time_t if_modified_since; /* -1: none */
-    bool none_match_any;   /* If-None-Match: * */
+    struct preconditions cond;
 
     /* The response, for the log. */
     int status;            /* 0: nothing sent */
@@ -190,6 +200,7 @@ static const char *reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 408: return "Request Timeout";
+    case 412: return "Precondition Failed";
     case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -370,9 +381,6 @@ struct fields_seen {
     bool conn_close, conn_keep; /* Connection: close / keep-alive */
     int hosts;                  /* Host field lines */
     long long length;           /* Content-Length; -1: none yet */
-    bool if_none_match;         /* If-None-Match present */
-    bool none_match_any;        /* ... and it is "*" */
-    time_t if_modified_since;   /* -1: none, or not a valid HTTP-date */
 };
 
 /* The next element of a comma-separated list, trimmed, or NULL past its
@@ -537,6 +545,40 @@ static time_t parse_http_date(const char *v, size_t len)
     return -1;
 }
 
+/* If-Match or If-None-Match: "*" alone, or a list (of tags that, since we
+ * send none, cannot match).  A field repeated is one list. */
+static enum tag_condition tag_condition(enum tag_condition was, const char *v,
+                                        size_t len)
+{
+    if (was == TAGS_ABSENT && len == 1 && v[0] == '*')
+        return TAGS_ANY;
+    return TAGS_LIST;
+}
+
+/*
+ * Evaluates the preconditions in RFC 9110 13.2.2's order for a GET or
+ * HEAD whose answer would be 200 (13.2.1: only then do they apply), for a
+ * resource that exists, last modified at mtime (-1: not known).  Returns
+ * 0 to go on, 304 or 412.
+ */
+static int evaluate_preconditions(const struct exchange *x, time_t mtime)
+{
+    const struct preconditions *c = &x->cond;
+
+    if (c->if_match == TAGS_LIST)
+        return 412;
+    if (c->if_match == TAGS_ABSENT && c->if_unmodified_since >= 0 &&
+        mtime >= 0 && mtime > c->if_unmodified_since)
+        return 412;
+    if (c->if_none_match != TAGS_ABSENT)
+        return c->if_none_match == TAGS_ANY ? 304 : 0;
+    /* 13.1.3: ignored beside If-None-Match (above), or without a date. */
+    if (c->if_modified_since >= 0 && mtime >= 0 &&
+        mtime <= c->if_modified_since)
+        return 304;
+    return 0;
+}
+
 /*
  * Takes one header field line (CRLF cut) into x and f.  Returns 0 or 400.
  * Every field is checked, used or not: a recipient cannot know which of
@@ -584,11 +626,14 @@ static int parse_header(struct exchange *x, struct fields_seen *f,
         if (!te_ends_in_chunked(v, vlen))
             return 400;
         x->has_body = true;
+    } else if (NAME_IS("If-Match")) {
+        x->cond.if_match = tag_condition(x->cond.if_match, v, vlen);
     } else if (NAME_IS("If-None-Match")) {
-        f->if_none_match = true;
-        f->none_match_any |= vlen == 1 && v[0] == '*';
+        x->cond.if_none_match = tag_condition(x->cond.if_none_match, v, vlen);
+    } else if (NAME_IS("If-Unmodified-Since")) {
+        x->cond.if_unmodified_since = parse_http_date(v, vlen);
     } else if (NAME_IS("If-Modified-Since")) {
-        f->if_modified_since = parse_http_date(v, vlen);
+        x->cond.if_modified_since = parse_http_date(v, vlen);
     }
 #undef NAME_IS
     return 0;
@@ -640,7 +685,7 @@ static int read_request(struct exchange *x)
     if (status != 0)
         return status;
 
-    struct fields_seen f = { .length = -1, .if_modified_since = -1 };
+    struct fields_seen f = { .length = -1 };
     int fields = 0;
     size_t used = 0;
     for (;;) {
@@ -670,12 +715,6 @@ static int read_request(struct exchange *x)
     if (f.hosts > 1 || (x->minor >= 1 && f.hosts == 0))
         return 400;
     x->keep_alive = x->minor >= 1 ? !f.conn_close : f.conn_keep && !f.conn_close;
-    /* RFC 9110 13.1.3: with If-None-Match present, If-Modified-Since MUST
-     * be ignored.  We send no entity tags, so only "*" can match: any
-     * file that exists (13.1.2). */
-    x->none_match_any = f.none_match_any;
-    if (!f.if_none_match)
-        x->if_modified_since = f.if_modified_since;
     return 0;
 }
 
@@ -790,14 +829,22 @@ static const char *content_type(const char *name)
 /* ------------------------------------------------------------------------ */
 /* Responses: a file, a listing, a redirect                                  */
 
+/* Answers 304 or 412 if the preconditions say so; true if it did. */
+static bool answer_preconditions(struct exchange *x, time_t mtime)
+{
+    int status = evaluate_preconditions(x, mtime);
+    if (status == 304)
+        start_response(x, 304, NULL, -1, mtime, NULL);
+    else if (status != 0)
+        send_error(x, status, NULL);
+    return status != 0;
+}
+
 static void send_file(struct exchange *x, int fd, const struct stat *st,
                       const char *name)
 {
-    if (x->none_match_any ||
-        (x->if_modified_since >= 0 && st->st_mtime <= x->if_modified_since)) {
-        start_response(x, 304, NULL, -1, st->st_mtime, NULL);
+    if (answer_preconditions(x, st->st_mtime))
         return;
-    }
     start_response(x, 200, content_type(name), (long long)st->st_size,
                    st->st_mtime, NULL);
     if (x->head || x->broken)
@@ -891,6 +938,13 @@ static void send_listing(struct exchange *x, int dirfd, const char *real,
 
     if (n < 0) {
         send_error(x, errno == EACCES ? 403 : 404, NULL);
+        return;
+    }
+    /* A listing is generated: no modification date, only "*" applies. */
+    if (answer_preconditions(x, -1)) {
+        while (n-- > 0)
+            free(names[n]);
+        free(names);
         return;
     }
     sb_puts(&b, "<!DOCTYPE HTML>\n<html lang=\"en\">\n<head>\n"
@@ -1065,8 +1119,8 @@ static bool serve_one(struct exchange *x)
     x->head = false;
     x->keep_alive = false;
     x->has_body = false;
-    x->if_modified_since = -1;
-    x->none_match_any = false;
+    x->cond = (struct preconditions){ .if_unmodified_since = -1,
+                                      .if_modified_since = -1 };
     x->status = 0;
     x->bytes = 0;
 
