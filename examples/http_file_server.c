@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -72,6 +73,11 @@
 #define WBUFSIZE 16384
 
 #define DEFAULT_TIMEOUT 10.0   /* seconds, per read or write */
+/* Deadlines (see "Slow clients" in docs/HTTP.md). */
+#define DEFAULT_HEADER_TIMEOUT 10.0 /* request line and header: then 408 */
+#define DEFAULT_IDLE_TIMEOUT 5.0    /* waiting for a request's first byte */
+#define DEFAULT_MIN_RATE 65536.0    /* bytes/s a body may not go below */
+#define ANSWER_SECONDS 2.0          /* to send a 408 after the deadline */
 
 /* Lingering close (see linger_close): how much and how long to discard. */
 #define LINGER_BYTES   (1 << 20)
@@ -90,6 +96,8 @@ struct conn {
 struct site {
     char root[PATH_MAX];  /* DIR, resolved: no symlinks, no trailing '/' */
     size_t rootlen;
+    double header_timeout; /* also each response's allowance, plus ... */
+    double min_rate;       /* ... its body's bytes at this rate */
     pthread_mutex_t lock; /* guards conns and stopping */
     struct conn *conns;
     bool stopping;
@@ -306,8 +314,10 @@ static void linger_close(struct exchange *x)
         return;
     shutdown(fd, SHUT_WR);
     /* Short reads now, whatever the handler timeout is: each read gives
-     * up after a quarter of a second of silence. */
-    if (sks_handler_set_timeout(x->h, 0.25) != 0)
+     * up after a quarter of a second of silence; and no request deadline:
+     * the loop below is the bound, and its end is no cut. */
+    if (sks_handler_set_timeout(x->h, 0.25) != 0 ||
+        sks_handler_set_deadline(x->h, INFINITY) != 0)
         return;
     while (total < LINGER_BYTES && time(NULL) <= until) {
         ssize_t n = sks_rfile_read(x->in, sink, sizeof(sink));
@@ -849,6 +859,10 @@ static void send_file(struct exchange *x, int fd, const struct stat *st,
                    st->st_mtime, NULL);
     if (x->head || x->broken)
         return;
+    /* A slow reader is cut too: the body must leave at min_rate at
+     * least, on top of the response's own allowance. */
+    sks_handler_set_deadline(x->h, sks_deadline_for_rate(
+        (double)st->st_size, x->site->min_rate, x->site->header_timeout));
     /* The body straight from the file: copied behind the headers when it
      * fits the write buffer, else by sendfile(2) after them. */
     ssize_t n = sks_wfile_sendfile(x->out, fd, 0, (size_t)st->st_size);
@@ -1124,12 +1138,17 @@ static bool serve_one(struct exchange *x)
     x->status = 0;
     x->bytes = 0;
 
+    /* The request's deadline (header_timeout) starts with its first byte;
+     * until then the connection is idle (idle_timeout), as between
+     * keep-alive requests, and cut silently. */
     int status = read_request(x);
     if (status < 0)
         return false;
     if (status > 0) {
         /* The request could not be read to its end: what follows on the
          * connection cannot be trusted to start a request. */
+        if (status == 408)
+            sks_handler_set_deadline(x->h, ANSWER_SECONDS);
         send_error(x, status, NULL);
         log_request(x);
         if (status == 408)
@@ -1138,6 +1157,8 @@ static bool serve_one(struct exchange *x)
             linger_close(x);
         return false;
     }
+    /* The response's own allowance (a file body extends it). */
+    sks_handler_set_deadline(x->h, x->site->header_timeout);
     /* A body we do not read would be taken for the next request. */
     if (x->has_body)
         x->keep_alive = false;
@@ -1154,6 +1175,8 @@ static bool serve_one(struct exchange *x)
         return false;
     if (!x->keep_alive && x->has_body)
         linger_close(x);
+    if (x->keep_alive)
+        sks_handler_await_request(x->h);
     return x->keep_alive;
 }
 
@@ -1176,9 +1199,19 @@ static int http_handle(sks_handler *h)
         ;
     conn_leave(site, &c);
     free(x);
-    /* A client that went away or timed out is the protocol's business,
-     * answered and logged above; nothing for handle_error. */
+    /* A client that went away or stalled is the protocol's business,
+     * answered and logged above; nothing for handle_error.  (One cut at a
+     * deadline reaches it all the same: see http_error.) */
     return 0;
+}
+
+/* A request cut at its deadline is already in the access log (408, or a
+ * response cut short): handle_error's block on stderr would repeat it, a
+ * thousand times under a slow-client attack.  Anything else is reported. */
+static void http_error(sks_server *srv, sks_request *req, int err)
+{
+    if (err != -ETIMEDOUT)
+        sks_base_handle_error(srv, req, err);
 }
 
 /*
@@ -1195,6 +1228,8 @@ static sks_handler_class http_handler = {
     .rbufsize = RBUFSIZE,
     .wbufsize = WBUFSIZE,
     .timeout = DEFAULT_TIMEOUT,
+    .request_timeout = DEFAULT_HEADER_TIMEOUT,
+    .idle_timeout = DEFAULT_IDLE_TIMEOUT,
     /* Headers and body may leave in two sends; Nagle would hold the second
      * back for the client's delayed ACK (40 ms a response). */
     .disable_nagle_algorithm = true,
@@ -1218,22 +1253,66 @@ static const struct model {
     { "--pool", &sks_pool_tcp_ops, &sks_pool_unix_stream_ops },
 };
 
-/* Once serve_forever has returned: see "Graceful stop". */
+/* Once serve_forever has returned: see "Graceful stop".  The counters go
+ * to stdout (stderr is the access log). */
 static void stop_site(sks_server *srv)
 {
+    sks_stats st;
     stop_connections(sks_server_user(srv));
+    sks_server_stats(srv, &st);
+    printf("stats: accepted %zu, completed %zu, failed %zu, refused %zu, "
+           "timed out or shed %zu\n",
+           st.accepted, st.completed, st.failed, st.refused, st.timed_out);
+    fflush(stdout);
 }
+
+/*
+ * At the bound, a connection that makes nothing of its slot (idle between
+ * requests, or stalled on its client) makes room for a new one: see
+ * "Admission under pressure" in docs/HTTP.md.  The pool gets no queue: a
+ * queued connection would wait behind slow ones that may never finish,
+ * where at the bound it sheds one of them.  Its extra workers leave after
+ * 5 s without work.
+ */
+static void configure(sks_server *srv)
+{
+    sks_server_set_overload_policy(srv, SKS_OVERLOAD_SHED_IDLE);
+    sks_server_set_pool(srv, 4, 64, 5.0, 0);
+}
+
+static struct site site = {
+    .header_timeout = DEFAULT_HEADER_TIMEOUT,
+    .min_rate = DEFAULT_MIN_RATE,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+/* The numeric options, each a positive number. */
+static const struct option {
+    const char *flag, *help;
+    double *value;
+} options[] = {
+    { "--timeout", "SECONDS  per read/write with no progress",
+      &http_handler.timeout },
+    { "--header-timeout", "SECONDS  to receive a request line and "
+      "header (then 408); also each response's allowance",
+      &site.header_timeout },
+    { "--idle-timeout", "SECONDS  for a request's first byte (keep-alive)",
+      &http_handler.idle_timeout },
+    { "--min-rate", "BYTES  per second a file body may not go below",
+      &site.min_rate },
+};
 
 static int usage(const char *prog)
 {
     fprintf(stderr,
-            "usage: %s [--timeout SECONDS] [MODEL] ADDRESS [DIR]\n"
+            "usage: %s [OPTION VALUE]... [MODEL] ADDRESS [DIR]\n"
             "  ADDRESS  127.0.0.1:8000, [::1]:0, unix:/tmp/http.sock, ...\n"
-            "  DIR      the directory to serve (default: .)\n"
-            "  --timeout SECONDS  per read/write; stalled clients are cut "
-            "(default %g)\n"
-            "  MODEL   ",
-            prog, DEFAULT_TIMEOUT);
+            "  DIR      the directory to serve (default: .)\n",
+            prog);
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
+        fprintf(stderr, "  %s %s (default %g)\n", options[i].flag,
+                options[i].help, *options[i].value);
+    fprintf(stderr, "  MODEL   ");
     for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
         fprintf(stderr, " %s%s", models[i].flag, i == 0 ? " (default)" : "");
     fprintf(stderr, "\n");
@@ -1244,19 +1323,22 @@ int main(int argc, char **argv)
 {
     const struct model *model = &models[0];
     const char *address = NULL, *dir = ".";
-    static struct site site = { .lock = PTHREAD_MUTEX_INITIALIZER };
     int npos = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool known = false;
-        if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
-            char *end;
-            http_handler.timeout = strtod(argv[++i], &end);
-            if (*end != '\0' || !(http_handler.timeout > 0))
-                return usage(argv[0]);
+        for (size_t o = 0; o < sizeof(options) / sizeof(options[0]); o++)
+            if (strcmp(a, options[o].flag) == 0 && i + 1 < argc) {
+                char *end;
+                *options[o].value = strtod(argv[++i], &end);
+                if (*end != '\0' || !(*options[o].value > 0))
+                    return usage(argv[0]);
+                known = true;
+                break;
+            }
+        if (known)
             continue;
-        }
         for (size_t m = 0; m < sizeof(models) / sizeof(models[0]); m++)
             if (strcmp(a, models[m].flag) == 0) {
                 model = &models[m];
@@ -1285,13 +1367,17 @@ int main(int argc, char **argv)
     }
     site.rootlen = strlen(site.root);
 
-    const sks_server_ops *ops =
-        strncmp(address, "unix:", 5) == 0 ? model->unix_stream : model->tcp;
+    http_handler.request_timeout = site.header_timeout;
+    /* The model's table with our handle_error: a copy, as a subclass. */
+    static sks_server_ops ops;
+    ops = *(strncmp(address, "unix:", 5) == 0 ? model->unix_stream
+                                                : model->tcp);
+    ops.handle_error = http_error;
     /* example_create (common.c) sets allow_reuse_address, as Python's
      * HTTPServer: a restart binds the same port at once. */
     sks_server *srv = NULL;
-    if (example_create(&srv, argv[0], address, ops, &http_handler, &site,
-                       NULL) != 0)
+    if (example_create(&srv, argv[0], address, &ops, &http_handler, &site,
+                       configure) != 0)
         return 1;
     /* Its server_close then waits for the responses in flight. */
     return example_run(srv, argv[0], stop_site);
