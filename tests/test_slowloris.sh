@@ -123,12 +123,7 @@ def one_request():
                                      source_address=("127.0.0.2", 0))
         s.settimeout(max(0.1, 3 - (time.monotonic() - t0)))
         s.sendall(req)
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = b"".join(iter(lambda: s.recv(4096), b""))  # up to the FIN
         s.close()
         ok = data.startswith(b"HTTP/1.1 200") and data.endswith(b"small\n")
     except OSError:
