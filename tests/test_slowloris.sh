@@ -77,8 +77,9 @@ def proc_figures():
 # 127.0.0.1 (the normal client comes from 127.0.0.2), ESTABLISHED (01)
 # or CLOSE_WAIT (08: the client has gone, the server still holds it).
 local_hex = ":%04X" % port
-# A socket still in the accept queue has no inode yet: accepted_at is
-# when it was first seen with one.
+# A socket still in the accept queue has no inode yet ("0"); an accepted
+# one is told apart by its inode, since a client port may be reused by a
+# later connection within the attack.
 def server_side_peers():
     peers = {}
     with open("/proc/net/tcp") as f:
@@ -87,21 +88,24 @@ def server_side_peers():
             parts = line.split()
             if parts[1].endswith(local_hex) and parts[3] in ("01", "08") \
                     and parts[2].startswith("0100007F:"):
-                peers[parts[2]] = parts[9] != "0"
+                peers[parts[2]] = parts[9]
     return peers
 
-first_seen, accepted_at, last_seen = {}, {}, {}
+# Per client port: first seen (queued or not) and first seen accepted;
+# per accepted socket (inode): first and last seen.
+first_seen, accepted_at, inode_first, inode_last = {}, {}, {}, {}
 peak = {"conns": 0, "fds": 0, "threads": 0, "rss": 0}
 
 def sampler():
     while time.monotonic() < end:
         now = time.monotonic()
         peers = server_side_peers()
-        for p, accepted in peers.items():
+        for p, inode in peers.items():
             first_seen.setdefault(p, now)
-            if accepted:
+            if inode != "0":
                 accepted_at.setdefault(p, now)
-            last_seen[p] = now
+                inode_first.setdefault(inode, now)
+                inode_last[inode] = now
         fds, threads, rss = proc_figures()
         with lock:
             peak["conns"] = max(peak["conns"], len(peers))
@@ -151,8 +155,8 @@ for t in ts:
     t.join()
 
 # Held: from accept to the server's close; queued: in the accept queue.
-held = [last_seen[p] - accepted_at[p] for p in accepted_at]
-queued = [accepted_at.get(p, last_seen[p]) - first_seen[p] for p in first_seen]
+held = [inode_last[i] - inode_first[i] for i in inode_first]
+queued = [accepted_at[p] - first_seen[p] for p in accepted_at]
 within = sum(1 for t in times if t <= 2.0)
 answered = [t for t in times if t != float("inf")]
 with open(out, "w") as f:
