@@ -3,7 +3,7 @@
  * `python3 -m http.server`, and what a real protocol looks like on
  * libsockserver.
  *
- *   build/examples/http_file_server [--timeout SECONDS] [--pool] ADDRESS [DIR]
+ *   build/examples/http_file_server [OPTION VALUE]... [--pool] ADDRESS [DIR]
  *   build/examples/http_file_server 127.0.0.1:8000 ~/public
  *   curl -v http://127.0.0.1:8000/
  *
@@ -11,12 +11,14 @@
  * connection (ThreadingTCPServer, or ThreadingUnixStreamServer for a
  * unix: address; with --pool, a thread pool), buffered reads with a line
  * limit (rfile), buffered writes and file bodies (wfile), and a
- * per-operation I/O timeout (the handler class's .timeout).  This file
- * does the protocol's half:
+ * per-operation I/O timeout (the handler class's .timeout), a request's
+ * and an idle connection's deadlines (.request_timeout, .idle_timeout),
+ * and at its bound the shedding of the connection that makes least of its
+ * slot.  This file does the protocol's half:
  *
  *   - GET and HEAD of the files under DIR (default "."); for a directory,
  *     its index.html or a generated listing; Content-Length, Content-Type
- *     from the extension, Last-Modified and If-Modified-Since (304);
+ *     from the extension, Last-Modified, conditional requests (304, 412);
  *   - keep-alive: HTTP/1.1 keeps the connection unless "Connection: close",
  *     HTTP/1.0 closes it unless "Connection: keep-alive";
  *   - one access-log line per request on stderr, in the common log format;
@@ -27,7 +29,9 @@
  *       header section over 64 KiB or over 100 lines       431
  *       an HTTP version other than 1.x                     505
  *       ".." in the path, a symlink leaving DIR            403
- *       a client that stalls inside its header section     408, closed
+ *       a header not complete 10 s after its first byte   408, closed
+ *       no request byte for 5 s, idle keep-alive included  closed
+ *       a file body read slower than 64 KiB/s (+10 s)      cut
  *     and never a byte from outside DIR is sent.
  *
  * Start-up contract, as every example: the first line on stdout is
