@@ -47,6 +47,9 @@ int sks_base_finish_request(sks_server *srv, sks_request *req)
     h.user = NULL;
     h.rfile = NULL;
     h.wfile = NULL;
+    /* Read after finish (deadline_verdict) whether or not a flavour's
+     * setup made the connection. */
+    h.conn.cut = SKS__CUT_NONE;
     /* The PROXY header is read here, in the request's own thread or child,
      * so that a slow or silent proxy never holds up the accept loop; a bad
      * header ends the request before the handler sees it. */
