@@ -4,6 +4,8 @@
 #                         per-request costs (bench-syscalls); under 5 minutes
 #   make bench-quick      a ~30-second smoke run of the main scenarios
 #   make bench-syscalls   system calls and instructions per request only
+#   make bench-slowloris  the HTTP example under slowhttptest (every model,
+#                         slowloris and slow read): the attack figures
 #   BENCH_SECONDS=N       seconds measured per run (default 1; each server runs twice)
 #
 # Everything is built into $(BUILD)/bench/ with the library's flags; results
@@ -16,12 +18,21 @@ BENCH_BIN     := $(addprefix $(BENCH_DIR)/,loadgen ref_thread ref_fork \
                    fiber_switch fiber_switch_portable)
 BENCH_ENV      = BENCH_BIN=$(BENCH_DIR) BENCH_SECONDS=$(BENCH_SECONDS)
 
-.PHONY: bench bench-quick bench-syscalls bench-build
+.PHONY: bench bench-quick bench-syscalls bench-build bench-slowloris
 
 bench-build: $(BENCH_BIN)
 
 bench: bench-build
 	@$(BENCH_ENV) bench/run.sh full
+	@$(MAKE) --no-print-directory bench-slowloris
+
+# The same run as tests/test_slowloris.sh (its assertions included); the
+# figures go to the screen and to $(BENCH_DIR)/results/slowloris.txt.
+bench-slowloris: $(BUILD)/examples/http_file_server | $(BENCH_DIR)
+	@mkdir -p $(BENCH_DIR)/results
+	@echo "slow clients against examples/http_file_server (docs/HTTP.md):"
+	@BUILD=$(BUILD) tests/test_slowloris.sh | grep -E 'figures:|slowhttptest:|skipped|failure' \
+	  | tee $(BENCH_DIR)/results/slowloris.txt
 
 bench-quick: bench-build
 	@$(BENCH_ENV) bench/run.sh quick

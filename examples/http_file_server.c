@@ -3,7 +3,7 @@
  * `python3 -m http.server`, and what a real protocol looks like on
  * libsockserver.
  *
- *   build/examples/http_file_server [--timeout SECONDS] [--pool|--fiber] ADDRESS [DIR]
+ *   build/examples/http_file_server [OPTION VALUE]... [--pool|--fiber] ADDRESS [DIR]
  *   build/examples/http_file_server 127.0.0.1:8000 ~/public
  *   curl -v http://127.0.0.1:8000/
  *
@@ -12,12 +12,14 @@
  * unix: address; with --pool, a thread pool; with --fiber, a fiber per
  * connection on per-core epoll loops), buffered reads with a line
  * limit (rfile), buffered writes and file bodies (wfile), and a
- * per-operation I/O timeout (the handler class's .timeout).  This file
- * does the protocol's half:
+ * per-operation I/O timeout (the handler class's .timeout), a request's
+ * and an idle connection's deadlines (.request_timeout, .idle_timeout),
+ * and at its bound the shedding of the connection that makes least of its
+ * slot.  This file does the protocol's half:
  *
  *   - GET and HEAD of the files under DIR (default "."); for a directory,
  *     its index.html or a generated listing; Content-Length, Content-Type
- *     from the extension, Last-Modified and If-Modified-Since (304);
+ *     from the extension, Last-Modified, conditional requests (304, 412);
  *   - keep-alive: HTTP/1.1 keeps the connection unless "Connection: close",
  *     HTTP/1.0 closes it unless "Connection: keep-alive";
  *   - one access-log line per request on stderr, in the common log format;
@@ -28,7 +30,9 @@
  *       header section over 64 KiB or over 100 lines       431
  *       an HTTP version other than 1.x                     505
  *       ".." in the path, a symlink leaving DIR            403
- *       a client that stalls inside its header section     408, closed
+ *       a header not complete 10 s after its first byte   408, closed
+ *       no request byte for 5 s, idle keep-alive included  closed
+ *       a file body read slower than 64 KiB/s (+10 s)      cut
  *     and never a byte from outside DIR is sent.
  *
  * Start-up contract, as every example: the first line on stdout is
@@ -44,6 +48,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -73,6 +78,11 @@
 #define WBUFSIZE 16384
 
 #define DEFAULT_TIMEOUT 10.0   /* seconds, per read or write */
+/* Deadlines (see "Slow clients" in docs/HTTP.md). */
+#define DEFAULT_HEADER_TIMEOUT 10.0 /* request line and header: then 408 */
+#define DEFAULT_IDLE_TIMEOUT 5.0    /* waiting for a request's first byte */
+#define DEFAULT_MIN_RATE 65536.0    /* bytes/s a body may not go below */
+#define ANSWER_SECONDS 2.0          /* to send a 408 after the deadline */
 
 /* Lingering close (see linger_close): how much and how long to discard. */
 #define LINGER_BYTES   (1 << 20)
@@ -91,6 +101,8 @@ struct conn {
 struct site {
     char root[PATH_MAX];  /* DIR, resolved: no symlinks, no trailing '/' */
     size_t rootlen;
+    double header_timeout; /* also each response's allowance, plus ... */
+    double min_rate;       /* ... its body's bytes at this rate */
     pthread_mutex_t lock; /* guards conns and stopping */
     struct conn *conns;
     bool stopping;
@@ -155,6 +167,17 @@ static void stop_connections(struct site *site)
 /* ------------------------------------------------------------------------ */
 /* One request and its response                                              */
 
+/*
+ * The conditional request fields (RFC 9110 13.1).  We send no entity
+ * tags, so a list of them never matches and only "*" can: it matches
+ * any file that exists.
+ */
+enum tag_condition { TAGS_ABSENT, TAGS_ANY, TAGS_LIST };
+struct preconditions {
+    enum tag_condition if_match, if_none_match;
+    time_t if_unmodified_since, if_modified_since; /* -1: none or invalid */
+};
+
 struct exchange {
     sks_handler *h;
     sks_rfile *in;
@@ -172,7 +195,7 @@ struct exchange {
     bool head;             /* HEAD: headers only */
     bool keep_alive;       /* serve another request on this connection */
     bool has_body;         /* a request body we do not read: close after */
-    time_t if_modified_since; /* -1: none */
+    struct preconditions cond;
 
     /* The response, for the log. */
     int status;            /* 0: nothing sent */
@@ -190,6 +213,7 @@ static const char *reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 408: return "Request Timeout";
+    case 412: return "Precondition Failed";
     case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -295,8 +319,10 @@ static void linger_close(struct exchange *x)
         return;
     shutdown(fd, SHUT_WR);
     /* Short reads now, whatever the handler timeout is: each read gives
-     * up after a quarter of a second of silence. */
-    if (sks_handler_set_timeout(x->h, 0.25) != 0)
+     * up after a quarter of a second of silence; and no request deadline:
+     * the loop below is the bound, and its end is no cut. */
+    if (sks_handler_set_timeout(x->h, 0.25) != 0 ||
+        sks_handler_set_deadline(x->h, INFINITY) != 0)
         return;
     while (total < LINGER_BYTES && time(NULL) <= until) {
         ssize_t n = sks_rfile_read(x->in, sink, sizeof(sink));
@@ -325,24 +351,6 @@ static const char *trim(const char *s, size_t *len)
     while (*len > 0 && (s[*len - 1] == ' ' || s[*len - 1] == '\t'))
         (*len)--;
     return s;
-}
-
-/* Does the comma-separated list (a Connection header) hold this token? */
-static bool list_has(const char *v, size_t len, const char *token)
-{
-    while (len > 0) {
-        const char *comma = memchr(v, ',', len);
-        size_t item = comma ? (size_t)(comma - v) : len;
-        size_t tlen = item;
-        const char *t = trim(v, &tlen);
-        if (tlen == strlen(token) && strncasecmp(t, token, tlen) == 0)
-            return true;
-        if (comma == NULL)
-            break;
-        v += item + 1;
-        len -= item + 1;
-    }
-    return false;
 }
 
 /* Splits "METHOD SP target SP HTTP/1.x" in x->work.  0, 400 or 505. */
@@ -383,10 +391,216 @@ static int parse_request_line(struct exchange *x)
     return 0;
 }
 
-/* Takes one header field line (CRLF cut); bool flags collect what we use.
- * Returns 0 or 400. */
-static int parse_header(struct exchange *x, const char *line, size_t len,
-                        bool *conn_close, bool *conn_keep, int *hosts)
+/* What the header section told us, beyond the exchange's own fields. */
+struct fields_seen {
+    bool conn_close, conn_keep; /* Connection: close / keep-alive */
+    int hosts;                  /* Host field lines */
+    long long length;           /* Content-Length; -1: none yet */
+};
+
+/* The next element of a comma-separated list, trimmed, or NULL past its
+ * end (*v NULL); *v and *len move past it.  An empty element is "". */
+static const char *list_next(const char **v, size_t *len, size_t *elen)
+{
+    const char *e = *v;
+    if (e == NULL)
+        return NULL;
+    const char *comma = memchr(e, ',', *len);
+    *elen = comma ? (size_t)(comma - e) : *len;
+    if (comma != NULL) {
+        *len -= *elen + 1;
+        *v = comma + 1;
+    } else {
+        *v = NULL;
+    }
+    return trim(e, elen);
+}
+
+/* Does the comma-separated list (a Connection header) hold this token? */
+static bool list_has(const char *v, size_t len, const char *token)
+{
+    const char *e;
+    size_t elen;
+    while ((e = list_next(&v, &len, &elen)) != NULL)
+        if (elen == strlen(token) && strncasecmp(e, token, elen) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Content-Length (RFC 9112 6.3, RFC 9110 8.6): one decimal number.  A
+ * list of identical values ("42, 42", or the same value on two lines) is
+ * the same length said twice and may be taken as it; two different
+ * values leave the framing unknown, an unrecoverable error: 400.
+ */
+static int parse_content_length(struct fields_seen *f, const char *v,
+                                size_t len)
+{
+    const char *e;
+    size_t elen;
+    while ((e = list_next(&v, &len, &elen)) != NULL) {
+        long long n = 0;
+        if (elen == 0 || elen > 18) /* 18 digits cannot overflow */
+            return 400;
+        for (size_t i = 0; i < elen; i++) {
+            if (!isdigit((unsigned char)e[i]))
+                return 400;
+            n = n * 10 + (e[i] - '0');
+        }
+        if (f->length >= 0 && f->length != n)
+            return 400;
+        f->length = n;
+    }
+    return 0;
+}
+
+/*
+ * Transfer-Encoding (RFC 9112 6.3 rule 4): when chunked is not the final
+ * coding the body's length cannot be known: 400.  The last field line
+ * holds the final coding, since the lines form one list in order.
+ */
+static bool te_ends_in_chunked(const char *v, size_t len)
+{
+    const char *e, *last = NULL;
+    size_t elen, lastlen = 0;
+    while ((e = list_next(&v, &len, &elen)) != NULL) {
+        last = e;
+        lastlen = elen;
+    }
+    return last != NULL && lastlen == 7 && strncasecmp(last, "chunked", 7) == 0;
+}
+
+static bool is_unreserved_or_sub_delim(int c)
+{
+    return isalnum(c) || strchr("-._~!$&'()*+,;=", c) != NULL;
+}
+
+/*
+ * Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): a
+ * bracketed IPv6 literal, or a reg-name (which covers IPv4 addresses) of
+ * unreserved characters, sub-delims and %-escapes; then digits after a
+ * colon.  Empty is valid (a target without an authority).
+ */
+static bool valid_host(const char *v, size_t len)
+{
+    size_t i = 0;
+    if (len > 0 && v[0] == '[') {
+        char lit[INET6_ADDRSTRLEN];
+        struct in6_addr a6;
+        const char *close = memchr(v, ']', len);
+        size_t n = close ? (size_t)(close - v - 1) : 0;
+        if (close == NULL || n == 0 || n >= sizeof(lit))
+            return false;
+        memcpy(lit, v + 1, n);
+        lit[n] = '\0';
+        if (inet_pton(AF_INET6, lit, &a6) != 1)
+            return false;
+        i = n + 2;
+    } else {
+        for (; i < len && v[i] != ':'; i++) {
+            unsigned char c = (unsigned char)v[i];
+            if (c == '%') {
+                if (i + 2 >= len || !isxdigit((unsigned char)v[i + 1]) ||
+                    !isxdigit((unsigned char)v[i + 2]))
+                    return false;
+                i += 2;
+            } else if (c >= 0x80 || !is_unreserved_or_sub_delim(c)) {
+                return false;
+            }
+        }
+    }
+    if (i == len)
+        return true;
+    if (v[i] != ':')
+        return false;
+    for (i++; i < len; i++)
+        if (!isdigit((unsigned char)v[i]))
+            return false;
+    return true;
+}
+
+/*
+ * An HTTP-date (RFC 9110 5.6.7), in any of the three forms a recipient
+ * MUST accept: IMF-fixdate, the obsolete RFC 850 form and asctime's.
+ * Returns the time, or -1 for anything else.
+ */
+static time_t parse_http_date(const char *v, size_t len)
+{
+    static const char *const forms[] = {
+        "%a, %d %b %Y %H:%M:%S GMT", /* Sun, 06 Nov 1994 08:49:37 GMT */
+        "%A, %d-%b-%y %H:%M:%S GMT", /* Sunday, 06-Nov-94 08:49:37 GMT */
+        "%a %b %e %H:%M:%S %Y",      /* Sun Nov  6 08:49:37 1994 */
+    };
+    char date[64];
+
+    if (len >= sizeof(date))
+        return -1;
+    memcpy(date, v, len);
+    date[len] = '\0';
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        const char *end = strptime(date, forms[i], &tm);
+        if (end == NULL || *end != '\0')
+            continue;
+        if (i == 1) {
+            /* A two-digit year more than 50 years ahead is the latest
+             * past year with those digits (RFC 9110 5.6.7), not the
+             * C library's fixed 1969..2068 window. */
+            struct tm now;
+            time_t t = time(NULL);
+            gmtime_r(&t, &now);
+            int year = now.tm_year - now.tm_year % 100 + tm.tm_year % 100;
+            if (year > now.tm_year + 50)
+                year -= 100;
+            tm.tm_year = year;
+        }
+        return timegm(&tm);
+    }
+    return -1;
+}
+
+/* If-Match or If-None-Match: "*" alone, or a list (of tags that, since we
+ * send none, cannot match).  A field repeated is one list. */
+static enum tag_condition tag_condition(enum tag_condition was, const char *v,
+                                        size_t len)
+{
+    if (was == TAGS_ABSENT && len == 1 && v[0] == '*')
+        return TAGS_ANY;
+    return TAGS_LIST;
+}
+
+/*
+ * Evaluates the preconditions in RFC 9110 13.2.2's order for a GET or
+ * HEAD whose answer would be 200 (13.2.1: only then do they apply), for a
+ * resource that exists, last modified at mtime (-1: not known).  Returns
+ * 0 to go on, 304 or 412.
+ */
+static int evaluate_preconditions(const struct exchange *x, time_t mtime)
+{
+    const struct preconditions *c = &x->cond;
+
+    if (c->if_match == TAGS_LIST)
+        return 412;
+    if (c->if_match == TAGS_ABSENT && c->if_unmodified_since >= 0 &&
+        mtime >= 0 && mtime > c->if_unmodified_since)
+        return 412;
+    if (c->if_none_match != TAGS_ABSENT)
+        return c->if_none_match == TAGS_ANY ? 304 : 0;
+    /* 13.1.3: ignored beside If-None-Match (above), or without a date. */
+    if (c->if_modified_since >= 0 && mtime >= 0 &&
+        mtime <= c->if_modified_since)
+        return 304;
+    return 0;
+}
+
+/*
+ * Takes one header field line (CRLF cut) into x and f.  Returns 0 or 400.
+ * Every field is checked, used or not: a recipient cannot know which of
+ * them another hop will act on.
+ */
+static int parse_header(struct exchange *x, struct fields_seen *f,
+                        const char *line, size_t len)
 {
     const char *colon = memchr(line, ':', len);
 
@@ -401,34 +615,40 @@ static int parse_header(struct exchange *x, const char *line, size_t len,
     size_t vlen = len - nlen - 1;
     const char *v = trim(colon + 1, &vlen);
 
+    /* RFC 9110 5.5: CR, LF and NUL in a field value MUST be rejected (or
+     * replaced); a bare CR is one RFC 9112 2.2 names.  The other controls
+     * but HTAB are outside the grammar too: refused alike. */
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 400;
+    }
+
 #define NAME_IS(s) (nlen == sizeof(s) - 1 && strncasecmp(line, s, nlen) == 0)
     if (NAME_IS("Host")) {
-        (*hosts)++;
-    } else if (NAME_IS("Connection")) {
-        *conn_close |= list_has(v, vlen, "close");
-        *conn_keep |= list_has(v, vlen, "keep-alive");
-    } else if (NAME_IS("Content-Length")) {
-        if (vlen == 0)
+        f->hosts++;
+        if (!valid_host(v, vlen))
             return 400;
-        for (size_t i = 0; i < vlen; i++) {
-            if (!isdigit((unsigned char)v[i]))
-                return 400;
-            if (v[i] != '0')
-                x->has_body = true;
-        }
+    } else if (NAME_IS("Connection")) {
+        f->conn_close |= list_has(v, vlen, "close");
+        f->conn_keep |= list_has(v, vlen, "keep-alive");
+    } else if (NAME_IS("Content-Length")) {
+        if (parse_content_length(f, v, vlen) != 0)
+            return 400;
+        if (f->length > 0)
+            x->has_body = true;
     } else if (NAME_IS("Transfer-Encoding")) {
+        if (!te_ends_in_chunked(v, vlen))
+            return 400;
         x->has_body = true;
+    } else if (NAME_IS("If-Match")) {
+        x->cond.if_match = tag_condition(x->cond.if_match, v, vlen);
+    } else if (NAME_IS("If-None-Match")) {
+        x->cond.if_none_match = tag_condition(x->cond.if_none_match, v, vlen);
+    } else if (NAME_IS("If-Unmodified-Since")) {
+        x->cond.if_unmodified_since = parse_http_date(v, vlen);
     } else if (NAME_IS("If-Modified-Since")) {
-        char date[64];
-        struct tm tm;
-        memset(&tm, 0, sizeof(tm));
-        if (vlen < sizeof(date)) {
-            memcpy(date, v, vlen);
-            date[vlen] = '\0';
-            const char *end = strptime(date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-            if (end != NULL && *end == '\0')
-                x->if_modified_since = timegm(&tm);
-        }
+        x->cond.if_modified_since = parse_http_date(v, vlen);
     }
 #undef NAME_IS
     return 0;
@@ -480,8 +700,8 @@ static int read_request(struct exchange *x)
     if (status != 0)
         return status;
 
-    bool conn_close = false, conn_keep = false;
-    int hosts = 0, fields = 0;
+    struct fields_seen f = { .length = -1 };
+    int fields = 0;
     size_t used = 0;
     for (;;) {
         size_t left = MAX_HEADER_BYTES - used;
@@ -502,14 +722,14 @@ static int read_request(struct exchange *x)
             break; /* the empty line: end of the header section */
         if (++fields > MAX_HEADER_LINES)
             return 431;
-        status = parse_header(x, line, len, &conn_close, &conn_keep, &hosts);
+        status = parse_header(x, &f, line, len);
         if (status != 0)
             return status;
     }
     /* RFC 9112 3.2: an HTTP/1.1 request has exactly one Host. */
-    if (hosts > 1 || (x->minor >= 1 && hosts == 0))
+    if (f.hosts > 1 || (x->minor >= 1 && f.hosts == 0))
         return 400;
-    x->keep_alive = x->minor >= 1 ? !conn_close : conn_keep && !conn_close;
+    x->keep_alive = x->minor >= 1 ? !f.conn_close : f.conn_keep && !f.conn_close;
     return 0;
 }
 
@@ -653,17 +873,30 @@ static const char *content_type(const char *name)
 /* ------------------------------------------------------------------------ */
 /* Responses: a file, a listing, a redirect                                  */
 
+/* Answers 304 or 412 if the preconditions say so; true if it did. */
+static bool answer_preconditions(struct exchange *x, time_t mtime)
+{
+    int status = evaluate_preconditions(x, mtime);
+    if (status == 304)
+        start_response(x, 304, NULL, -1, mtime, NULL);
+    else if (status != 0)
+        send_error(x, status, NULL);
+    return status != 0;
+}
+
 static void send_file(struct exchange *x, int fd, const struct stat *st,
                       const char *name)
 {
-    if (x->if_modified_since >= 0 && st->st_mtime <= x->if_modified_since) {
-        start_response(x, 304, NULL, -1, st->st_mtime, NULL);
+    if (answer_preconditions(x, st->st_mtime))
         return;
-    }
     start_response(x, 200, content_type(name), (long long)st->st_size,
                    st->st_mtime, NULL);
     if (x->head || x->broken)
         return;
+    /* A slow reader is cut too: the body must leave at min_rate at
+     * least, on top of the response's own allowance. */
+    sks_handler_set_deadline(x->h, sks_deadline_for_rate(
+        (double)st->st_size, x->site->min_rate, x->site->header_timeout));
     /* The body straight from the file: copied behind the headers when it
      * fits the write buffer, else by sendfile(2) after them. */
     ssize_t n = sks_wfile_sendfile(x->out, fd, 0, (size_t)st->st_size);
@@ -753,6 +986,13 @@ static void send_listing(struct exchange *x, int dirfd, const char *real,
 
     if (n < 0) {
         send_error(x, errno == EACCES ? 403 : 404, NULL);
+        return;
+    }
+    /* A listing is generated: no modification date, only "*" applies. */
+    if (answer_preconditions(x, -1)) {
+        while (n-- > 0)
+            free(names[n]);
+        free(names);
         return;
     }
     sb_puts(&b, "<!DOCTYPE HTML>\n<html lang=\"en\">\n<head>\n"
@@ -929,16 +1169,22 @@ static bool serve_one(struct exchange *x)
     x->head = false;
     x->keep_alive = false;
     x->has_body = false;
-    x->if_modified_since = -1;
+    x->cond = (struct preconditions){ .if_unmodified_since = -1,
+                                      .if_modified_since = -1 };
     x->status = 0;
     x->bytes = 0;
 
+    /* The request's deadline (header_timeout) starts with its first byte;
+     * until then the connection is idle (idle_timeout), as between
+     * keep-alive requests, and cut silently. */
     int status = read_request(x);
     if (status < 0)
         return false;
     if (status > 0) {
         /* The request could not be read to its end: what follows on the
          * connection cannot be trusted to start a request. */
+        if (status == 408)
+            sks_handler_set_deadline(x->h, ANSWER_SECONDS);
         send_error(x, status, NULL);
         log_request(x);
         if (status == 408)
@@ -947,6 +1193,8 @@ static bool serve_one(struct exchange *x)
             linger_close(x);
         return false;
     }
+    /* The response's own allowance (a file body extends it). */
+    sks_handler_set_deadline(x->h, x->site->header_timeout);
     /* A body we do not read would be taken for the next request. */
     if (x->has_body)
         x->keep_alive = false;
@@ -963,6 +1211,8 @@ static bool serve_one(struct exchange *x)
         return false;
     if (!x->keep_alive && x->has_body)
         linger_close(x);
+    if (x->keep_alive)
+        sks_handler_await_request(x->h);
     return x->keep_alive;
 }
 
@@ -985,9 +1235,19 @@ static int http_handle(sks_handler *h)
         ;
     conn_leave(site, &c);
     free(x);
-    /* A client that went away or timed out is the protocol's business,
-     * answered and logged above; nothing for handle_error. */
+    /* A client that went away or stalled is the protocol's business,
+     * answered and logged above; nothing for handle_error.  (One cut at a
+     * deadline reaches it all the same: see http_error.) */
     return 0;
+}
+
+/* A request cut at its deadline is already in the access log (408, or a
+ * response cut short): handle_error's block on stderr would repeat it, a
+ * thousand times under a slow-client attack.  Anything else is reported. */
+static void http_error(sks_server *srv, sks_request *req, int err)
+{
+    if (err != -ETIMEDOUT)
+        sks_base_handle_error(srv, req, err);
 }
 
 /*
@@ -1004,6 +1264,8 @@ static sks_handler_class http_handler = {
     .rbufsize = RBUFSIZE,
     .wbufsize = WBUFSIZE,
     .timeout = DEFAULT_TIMEOUT,
+    .request_timeout = DEFAULT_HEADER_TIMEOUT,
+    .idle_timeout = DEFAULT_IDLE_TIMEOUT,
     /* Headers and body may leave in two sends; Nagle would hold the second
      * back for the client's delayed ACK (40 ms a response). */
     .disable_nagle_algorithm = true,
@@ -1029,22 +1291,66 @@ static const struct model {
     { "--fiber", &sks_fiber_tcp_ops, &sks_fiber_unix_stream_ops },
 };
 
-/* Once serve_forever has returned: see "Graceful stop". */
+/* Once serve_forever has returned: see "Graceful stop".  The counters go
+ * to stdout (stderr is the access log). */
 static void stop_site(sks_server *srv)
 {
+    sks_stats st;
     stop_connections(sks_server_user(srv));
+    sks_server_stats(srv, &st);
+    printf("stats: accepted %zu, completed %zu, failed %zu, refused %zu, "
+           "timed out or shed %zu\n",
+           st.accepted, st.completed, st.failed, st.refused, st.timed_out);
+    fflush(stdout);
 }
+
+/*
+ * At the bound, a connection that makes nothing of its slot (idle between
+ * requests, or stalled on its client) makes room for a new one: see
+ * "Admission under pressure" in docs/HTTP.md.  The pool gets no queue: a
+ * queued connection would wait behind slow ones that may never finish,
+ * where at the bound it sheds one of them.  Its extra workers leave after
+ * 5 s without work.
+ */
+static void configure(sks_server *srv)
+{
+    sks_server_set_overload_policy(srv, SKS_OVERLOAD_SHED_IDLE);
+    sks_server_set_pool(srv, 4, 64, 5.0, 0);
+}
+
+static struct site site = {
+    .header_timeout = DEFAULT_HEADER_TIMEOUT,
+    .min_rate = DEFAULT_MIN_RATE,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+/* The numeric options, each a positive number. */
+static const struct option {
+    const char *flag, *help;
+    double *value;
+} options[] = {
+    { "--timeout", "SECONDS  per read/write with no progress",
+      &http_handler.timeout },
+    { "--header-timeout", "SECONDS  to receive a request line and "
+      "header (then 408); also each response's allowance",
+      &site.header_timeout },
+    { "--idle-timeout", "SECONDS  for a request's first byte (keep-alive)",
+      &http_handler.idle_timeout },
+    { "--min-rate", "BYTES  per second a file body may not go below",
+      &site.min_rate },
+};
 
 static int usage(const char *prog)
 {
     fprintf(stderr,
-            "usage: %s [--timeout SECONDS] [MODEL] ADDRESS [DIR]\n"
+            "usage: %s [OPTION VALUE]... [MODEL] ADDRESS [DIR]\n"
             "  ADDRESS  127.0.0.1:8000, [::1]:0, unix:/tmp/http.sock, ...\n"
-            "  DIR      the directory to serve (default: .)\n"
-            "  --timeout SECONDS  per read/write; stalled clients are cut "
-            "(default %g)\n"
-            "  MODEL   ",
-            prog, DEFAULT_TIMEOUT);
+            "  DIR      the directory to serve (default: .)\n",
+            prog);
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++)
+        fprintf(stderr, "  %s %s (default %g)\n", options[i].flag,
+                options[i].help, *options[i].value);
+    fprintf(stderr, "  MODEL   ");
     for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
         fprintf(stderr, " %s%s", models[i].flag, i == 0 ? " (default)" : "");
     fprintf(stderr, "\n");
@@ -1055,19 +1361,22 @@ int main(int argc, char **argv)
 {
     const struct model *model = &models[0];
     const char *address = NULL, *dir = ".";
-    static struct site site = { .lock = PTHREAD_MUTEX_INITIALIZER };
     int npos = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool known = false;
-        if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
-            char *end;
-            http_handler.timeout = strtod(argv[++i], &end);
-            if (*end != '\0' || !(http_handler.timeout > 0))
-                return usage(argv[0]);
+        for (size_t o = 0; o < sizeof(options) / sizeof(options[0]); o++)
+            if (strcmp(a, options[o].flag) == 0 && i + 1 < argc) {
+                char *end;
+                *options[o].value = strtod(argv[++i], &end);
+                if (*end != '\0' || !(*options[o].value > 0))
+                    return usage(argv[0]);
+                known = true;
+                break;
+            }
+        if (known)
             continue;
-        }
         for (size_t m = 0; m < sizeof(models) / sizeof(models[0]); m++)
             if (strcmp(a, models[m].flag) == 0) {
                 model = &models[m];
@@ -1096,13 +1405,17 @@ int main(int argc, char **argv)
     }
     site.rootlen = strlen(site.root);
 
-    const sks_server_ops *ops =
-        strncmp(address, "unix:", 5) == 0 ? model->unix_stream : model->tcp;
+    http_handler.request_timeout = site.header_timeout;
+    /* The model's table with our handle_error: a copy, as a subclass. */
+    static sks_server_ops ops;
+    ops = *(strncmp(address, "unix:", 5) == 0 ? model->unix_stream
+                                                : model->tcp);
+    ops.handle_error = http_error;
     /* example_create (common.c) sets allow_reuse_address, as Python's
      * HTTPServer: a restart binds the same port at once. */
     sks_server *srv = NULL;
-    if (example_create(&srv, argv[0], address, ops, &http_handler, &site,
-                       NULL) != 0)
+    if (example_create(&srv, argv[0], address, &ops, &http_handler, &site,
+                       configure) != 0)
         return 1;
     /* Its server_close then waits for the responses in flight. */
     return example_run(srv, argv[0], stop_site);

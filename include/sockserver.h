@@ -312,7 +312,7 @@ SKS_EXTERN void sks_unix_server_close(sks_server *srv);
 /* Handler classes                                                           */
 /* ------------------------------------------------------------------------ */
 
-#define SKS_HANDLER_VERSION 1
+#define SKS_HANDLER_VERSION 2
 
 /*
  * A request-handler "class": Python's BaseRequestHandler and its
@@ -351,7 +351,51 @@ typedef struct sks_handler_class {
                          room); 0: none (so is INFINITY or any value over
                          INT_MAX).  See sks_handler_set_timeout */
     bool disable_nagle_algorithm; /* TCP_NODELAY on TCP connections */
+    /* Version 2: a connection's deadlines (stream flavour), beside the
+     * per-operation timeout; each 0 (or as timeout): none.  A class of
+     * version 1 has neither. */
+    double request_timeout; /* a whole request: once it has run this long,
+                               its reads and writes fail with -ETIMEDOUT
+                               however the bytes trickle.  A request starts
+                               with the connection, or, when idle_timeout
+                               is set, with its first byte */
+    double idle_timeout;    /* how long the connection may wait for a
+                               request's first byte: at the start, and
+                               after sks_handler_await_request */
 } sks_handler_class;
+
+/*
+ * Deadlines, and what a cut does.  When a connection's deadline (the
+ * request's, or one set below) passes, the operation waiting fails with
+ * -ETIMEDOUT, as does every later one until a new deadline is set; the
+ * connection is counted in sks_stats.timed_out; and finish_request
+ * returns -ETIMEDOUT whatever handle returned, so handle_error hears of
+ * it once.  A cut while idle (no request in progress) is silent: counted,
+ * but finish_request returns what handle returned, with -ETIMEDOUT read
+ * as 0.  The per-operation timeout is the handler's own business, as in
+ * Python: its -ETIMEDOUT reaches handle_error only if handle returns it.
+ * Thread safety for the calls below: the handler's own thread, during the
+ * handler calls, after the stream flavour's setup (else -EINVAL).
+ */
+/* A protocol serving many requests on one connection (HTTP keep-alive)
+ * says a request has ended: the connection waits for the next one, for
+ * up to idle_timeout, and the next request's deadline (request_timeout)
+ * starts with its first byte, or at once if bytes of it are already
+ * buffered (a pipelined request).  Without idle_timeout, the next
+ * request's deadline starts now.  An idle connection may also be shed
+ * when the server is at its bound (sks_server_set_overload_policy). */
+SKS_EXTERN int sks_handler_await_request(sks_handler *h);
+/* Sets the current request's deadline to `seconds` from now (INFINITY:
+ * none), replacing request_timeout's: a protocol re-arms it per request,
+ * extends it before a large body (see sks_deadline_for_rate), or gives
+ * itself a moment to answer after a cut (an HTTP 408).  0 or -EINVAL
+ * (NaN, negative). */
+SKS_EXTERN int sks_handler_set_deadline(sks_handler *h, double seconds);
+/* Seconds to allow for sending `bytes` at no less than `min_rate` bytes a
+ * second, plus `slack` seconds: a send deadline for a slow reader.
+ * INFINITY for a rate that is not positive. */
+SKS_EXTERN double sks_deadline_for_rate(double bytes, double min_rate,
+                                        double slack);
 
 /* StreamRequestHandler: setup makes rfile/wfile on the connection (applies
  * timeout and TCP_NODELAY); finish flushes wfile (a failure to flush is
@@ -874,6 +918,15 @@ enum {
     /* Accept and turn away at once: refuse_request, then shutdown_request;
      * counted in `refused`. */
     SKS_OVERLOAD_REFUSE = 1,
+    /* Keep-alive reuse, as nginx does with its idle connections: while a
+     * new connection waits at the bound, shut down the connection idle the
+     * longest (between requests: see sks_handler_await_request) so that a
+     * slot frees; with none idle, as backpressure.  The shed handler sees
+     * end of input; the connection counts in timed_out.  Threading and
+     * pool servers (a forked child's connection is not the parent's to
+     * shed).  A request whose first byte arrives as it is shed is cut, as
+     * an HTTP client's keep-alive race it retries. */
+    SKS_OVERLOAD_SHED_IDLE = 2,
 };
 
 /*
@@ -895,6 +948,9 @@ SKS_EXTERN int sks_server_set_overload_policy(sks_server *srv, int policy);
  */
 typedef struct sks_stats {
     size_t accepted, active, completed, failed, refused;
+    size_t timed_out; /* connections cut at their deadline (see
+                         "Deadlines"), idle ones included; each is also
+                         completed or failed */
     size_t queued, workers;
 } sks_stats;
 

@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <sys/socket.h>
 
 size_t sks__active(const sks_server *srv)
@@ -32,6 +33,50 @@ bool sks__at_limit(const sks_server *srv)
 {
     size_t l = limit(srv);
     return l != 0 && sks__active(srv) >= l;
+}
+
+bool sks__paused(const sks_server *srv)
+{
+    return srv->overload_policy != SKS_OVERLOAD_REFUSE && sks__at_limit(srv);
+}
+
+/*
+ * SKS_OVERLOAD_SHED_IDLE: the in-flight connection that makes the least of
+ * its slot is shut down, so its handler sees end of input and the slot
+ * frees: the one idle the longest (between requests); with none idle, the
+ * one whose handler has waited the longest, at least SHED_MIN_WAIT, on its
+ * client (a request still trickling in, a response the client does not
+ * read).  A client that sent its request at once is being served, not
+ * waiting, and is never chosen.
+ */
+#define SHED_MIN_WAIT 0.1
+
+bool sks__shed_one(sks_server *srv)
+{
+    sks_request *idle = NULL, *waiting = NULL;
+    double idle_since = INFINITY;
+    double waiting_since = sks__now() - SHED_MIN_WAIT;
+    pthread_mutex_lock(&srv->lock);
+    for (sks_request *r = srv->inflight; r != NULL; r = r->next) {
+        if (atomic_load(&r->wait.shed))
+            continue;
+        double i = atomic_load(&r->wait.idle_since);
+        double w = atomic_load(&r->wait.waiting_since);
+        if (i > 0 && i < idle_since) {
+            idle_since = i;
+            idle = r;
+        } else if (i == 0 && w > 0 && w <= waiting_since) {
+            waiting_since = w;
+            waiting = r;
+        }
+    }
+    sks_request *victim = idle != NULL ? idle : waiting;
+    if (victim != NULL) {
+        atomic_store(&victim->wait.shed, true);
+        (void)shutdown(victim->fd, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return victim != NULL;
 }
 
 static void inflight_add(sks_server *srv, sks_request *req)
@@ -111,7 +156,8 @@ int sks_server_set_max_connections(sks_server *srv, size_t n)
 
 int sks_server_set_overload_policy(sks_server *srv, int policy)
 {
-    if (policy != SKS_OVERLOAD_BACKPRESSURE && policy != SKS_OVERLOAD_REFUSE)
+    if (policy != SKS_OVERLOAD_BACKPRESSURE && policy != SKS_OVERLOAD_REFUSE &&
+        policy != SKS_OVERLOAD_SHED_IDLE)
         return -EINVAL;
     srv->overload_policy = policy;
     return 0;
@@ -135,6 +181,7 @@ void sks_server_stats(const sks_server *srv, sks_stats *out)
             break;
     }
     out->refused = atomic_load(&m->refused);
+    out->timed_out = atomic_load(&m->timed_out);
     out->active = out->accepted - out->completed - out->failed;
     out->queued = 0;
     out->workers = 0;

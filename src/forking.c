@@ -65,6 +65,10 @@ static void remember(struct forking *f, pid_t pid)
     pthread_mutex_unlock(&f->lock);
 }
 
+/* A child's exit status: its request's outcome, in the two counters a
+ * child cannot update in the parent. */
+enum { EXIT_FAILED = 1, EXIT_TIMED_OUT = 2 };
+
 /* Reaps child i if it has exited (blocking: once it exits).  Called with
  * f->lock held; a blocking wait happens without it, and without reaping
  * (WNOWAIT), so the pid stays the child's until the list forgets it. */
@@ -91,8 +95,10 @@ static bool reaped(sks_server *srv, struct forking *f, size_t i,
     f->children[i] = f->children[n];
     atomic_store(&f->n, n);
     /* The child's exit status is its request's outcome. */
-    sks__count_end(srv, r < 0 || !WIFEXITED(status) ||
-                            WEXITSTATUS(status) != 0);
+    int code = r >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_FAILED;
+    if (code & EXIT_TIMED_OUT)
+        atomic_fetch_add(&srv->timed_out, 1);
+    sks__count_end(srv, code != 0 && code != EXIT_TIMED_OUT);
     return true;
 }
 
@@ -175,12 +181,14 @@ _Noreturn static void run_child(sks_server *srv, sks_request *req)
      * full pipe already holds a pending wake-up).  Closing it cost every
      * request a system call that the hand-written child does not make. */
     default_shutdown_signals();
+    size_t timed_out = atomic_load(&srv->timed_out);
     int err = srv->ops->finish_request(srv, req);
     if (err < 0)
         sks_server_handle_error(srv, req, err);
     srv->ops->shutdown_request(srv, req);
     sks__wake(srv); /* tell the parent to reap us now */
-    _exit(err < 0 ? 1 : 0);
+    bool cut = atomic_load(&srv->timed_out) != timed_out;
+    _exit((err < 0 ? EXIT_FAILED : 0) | (cut ? EXIT_TIMED_OUT : 0));
 }
 
 int sks_forking_process_request(sks_server *srv, sks_request *req)

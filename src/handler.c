@@ -20,6 +20,18 @@ void sks__release_files(sks_handler *h)
     h->wfile = NULL;
 }
 
+/* What a request cut at its connection's deadline, or shed, returns: see
+ * "Deadlines" in sockserver.h. */
+static int deadline_verdict(sks_server *srv, const sks_handler *h, int err)
+{
+    if (h->conn.cut == SKS__CUT_NONE && !atomic_load(&h->request->wait.shed))
+        return err;
+    atomic_fetch_add(&srv->timed_out, 1);
+    if (h->conn.cut != SKS__CUT_REQUEST)
+        return err == -ETIMEDOUT ? 0 : err;
+    return -ETIMEDOUT;
+}
+
 int sks_base_finish_request(sks_server *srv, sks_request *req)
 {
     const sks_handler_class *cls = srv->handler;
@@ -35,6 +47,9 @@ int sks_base_finish_request(sks_server *srv, sks_request *req)
     h.user = NULL;
     h.rfile = NULL;
     h.wfile = NULL;
+    /* Read after finish (deadline_verdict) whether or not a flavour's
+     * setup made the connection. */
+    h.conn.cut = SKS__CUT_NONE;
     /* The PROXY header is read here, in the request's own thread or child,
      * so that a slow or silent proxy never holds up the accept loop; a bad
      * header ends the request before the handler sees it. */
@@ -55,9 +70,8 @@ int sks_base_finish_request(sks_server *srv, sks_request *req)
     }
     int herr = cls->handle ? cls->handle(&h) : 0;
     int ferr = cls->finish ? cls->finish(&h) : 0;
-    if (ferr < 0)
-        return ferr;
-    return herr < 0 ? herr : 0;
+    atomic_store(&req->wait.idle_since, 0.0);
+    return deadline_verdict(srv, &h, ferr < 0 ? ferr : herr < 0 ? herr : 0);
 }
 
 sks_server *sks_handler_server(const sks_handler *h)
@@ -93,6 +107,30 @@ void *sks_handler_get_user(const sks_handler *h)
 void sks_handler_set_user(sks_handler *h, void *user)
 {
     h->user = user;
+}
+
+int sks_handler_await_request(sks_handler *h)
+{
+    if (h->wfile == NULL || h->request->datagram)
+        return -EINVAL;
+    sks__conn_await_request(&h->conn, h->rf.pos < h->rf.end);
+    return 0;
+}
+
+int sks_handler_set_deadline(sks_handler *h, double seconds)
+{
+    if (h->wfile == NULL || h->request->datagram || isnan(seconds) ||
+        seconds < 0)
+        return -EINVAL;
+    sks__conn_set_deadline(&h->conn, seconds);
+    return 0;
+}
+
+double sks_deadline_for_rate(double bytes, double min_rate, double slack)
+{
+    if (!(min_rate > 0))
+        return INFINITY;
+    return bytes / min_rate + (slack > 0 ? slack : 0);
 }
 
 int sks_handler_set_timeout(sks_handler *h, double seconds)

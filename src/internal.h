@@ -29,9 +29,33 @@ struct sks__conn {
                            no progress (seconds); INFINITY: none */
     double deadline;    /* the connection's own limit, whatever the
                            progress (sks__now() seconds); INFINITY: none */
+    /* The handler class's whole-request and idle limits (seconds;
+     * INFINITY: none), which set `deadline` as requests come and go. */
+    double request_timeout, idle_timeout;
+    /* No request in progress: the next byte received starts one (and
+     * arms request_timeout). */
+    bool idle;
+    /* Where the admission layer sees how it waits on its client (the
+     * request's; NULL: nowhere). */
+    struct sks__client_wait *watch;
+    /* Why `deadline` ended an operation, if it did (SKS__CUT_*): sticky,
+     * for finish_request to count and report once. */
+    unsigned char cut;
     /* Kernel timeouts the blocking backend has set on fd (SO_RCVTIMEO,
      * SO_SNDTIMEO), in seconds; 0: none set.  The backend's, not io.c's. */
     double rcv_timeo, snd_timeo;
+};
+
+/*
+ * How a connection waits on its client, for SKS_OVERLOAD_SHED_IDLE: the
+ * handler's thread writes it (io.c), the accepting loop reads it to pick a
+ * connection to shed.  Times are sks__now(); 0: not so.
+ */
+struct sks__client_wait {
+    _Atomic double idle_since;    /* between requests, since */
+    _Atomic double waiting_since; /* in a read or write the client has
+                                     not answered, since */
+    atomic_bool shed;             /* shut down to make room */
 };
 
 struct sks_request {
@@ -48,6 +72,7 @@ struct sks_request {
     size_t packet_len;  /* datagram: bytes received (after truncation) */
     bool truncated;     /* datagram: MSG_TRUNC */
     bool datagram;      /* packet[] holds a datagram */
+    struct sks__client_wait wait; /* stream: its connection's */
     size_t packet_cap;  /* bytes of packet[] */
     unsigned char packet[]; /* datagram: max_packet_size bytes */
 };
@@ -173,6 +198,8 @@ struct sks_server {
 
     /* Counters; active = accepted - completed - failed. */
     atomic_size_t accepted, completed, failed, refused;
+    atomic_size_t timed_out; /* connections cut at a deadline, or shed */
+    bool shedding;      /* the loop shed an idle connection: wait for it */
     sks_request *inflight;     /* admitted stream requests (lock) */
 
     /* Attributes every model that runs requests elsewhere reads:
@@ -266,6 +293,12 @@ void sks__serve_end(sks_server *srv);
 /* Admission (admission.c): the loop takes a request it has verified, or
  * turns it away; stream requests admitted are listed for a drain. */
 bool sks__at_limit(const sks_server *srv);
+/* Accepting paused at the bound: backpressure, or shedding (which waits
+ * as backpressure does while a shed connection frees its slot). */
+bool sks__paused(const sks_server *srv);
+/* SKS_OVERLOAD_SHED_IDLE: shuts down the in-flight connection that makes
+ * least of its slot (admission.c); true if there was one. */
+bool sks__shed_one(sks_server *srv);
 void sks__admit(sks_server *srv, sks_request *req);
 void sks__refuse(sks_server *srv, sks_request *req, bool overload);
 void sks__inflight_remove(sks_server *srv, sks_request *req);
@@ -304,6 +337,18 @@ int sks__ms_until(double deadline);
 /* A connection on fd with a per-operation timeout in the handler class's
  * convention (0, negative, NaN, INFINITY or over INT_MAX: none). */
 struct sks__conn sks__conn_make(int fd, double timeout);
+/* Why a connection's deadline cut it: no request in progress (silent), or
+ * a request's (handle_error hears -ETIMEDOUT). */
+enum { SKS__CUT_NONE, SKS__CUT_IDLE, SKS__CUT_REQUEST };
+/* Arms the handler class's request_timeout and idle_timeout on c and
+ * starts it waiting for its first request. */
+void sks__conn_limits(struct sks__conn *c, double request_timeout,
+                      double idle_timeout);
+/* Between requests: idle until the next request's first byte (at once if
+ * `buffered`: a pipelined request is already here). */
+void sks__conn_await_request(struct sks__conn *c, bool buffered);
+/* The current request's deadline, seconds from now (INFINITY: none). */
+void sks__conn_set_deadline(struct sks__conn *c, double seconds);
 /* The deadline of the next operation on c; INFINITY when it has none (the
  * clock is then not read). */
 double sks__conn_deadline(const struct sks__conn *c);

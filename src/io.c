@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -26,16 +27,77 @@
 /* ------------------------------------------------------------------------ */
 /* Deadlines                                                                 */
 
+/* The handler class's convention for every limit in seconds: 0, negative,
+ * NaN, INFINITY and anything over INT_MAX seconds mean none. */
+static double seconds_or_none(double s)
+{
+    return s > 0 && s < (double)INT_MAX ? s : INFINITY;
+}
+
 struct sks__conn sks__conn_make(int fd, double timeout)
 {
-    /* The handler class's convention: 0, negative, NaN, INFINITY and
-     * anything over INT_MAX seconds mean no timeout. */
-    bool none = !(timeout > 0) || !(timeout < (double)INT_MAX);
     return (struct sks__conn){
         .fd = fd,
-        .timeout = none ? INFINITY : timeout,
+        .timeout = seconds_or_none(timeout),
         .deadline = INFINITY,
+        .request_timeout = INFINITY,
+        .idle_timeout = INFINITY,
     };
+}
+
+static void set_idle(struct sks__conn *c, bool idle)
+{
+    c->idle = idle;
+    if (c->watch != NULL)
+        atomic_store(&c->watch->idle_since, idle ? sks__now() : 0.0);
+}
+
+/*
+ * The request's deadline starts with its first byte when there is an idle
+ * limit (before it, that limit applies), and with the wait for it when
+ * there is none: a whole-request deadline, however the bytes trickle,
+ * includes a client that sends none.
+ */
+void sks__conn_await_request(struct sks__conn *c, bool buffered)
+{
+    if (buffered || c->idle_timeout == INFINITY) {
+        set_idle(c, false);
+        c->deadline = sks__deadline_in(c->request_timeout);
+    } else {
+        set_idle(c, true);
+        c->deadline = sks__deadline_in(c->idle_timeout);
+    }
+}
+
+void sks__conn_limits(struct sks__conn *c, double request_timeout,
+                      double idle_timeout)
+{
+    c->request_timeout = seconds_or_none(request_timeout);
+    c->idle_timeout = seconds_or_none(idle_timeout);
+    sks__conn_await_request(c, false);
+}
+
+void sks__conn_set_deadline(struct sks__conn *c, double seconds)
+{
+    set_idle(c, false);
+    c->deadline = sks__deadline_in(seconds);
+}
+
+/* The first bytes of a request while idle: its own deadline starts. */
+static void request_started(struct sks__conn *c)
+{
+    set_idle(c, false);
+    c->deadline = sks__deadline_in(c->request_timeout);
+}
+
+/* An operation's -ETIMEDOUT: when the connection's deadline was the one
+ * that passed (not the per-operation timeout), the connection is cut, and
+ * finish_request will know why. */
+static int expired(struct sks__conn *c, int err, double deadline)
+{
+    if (err == -ETIMEDOUT && deadline == c->deadline && c->cut == SKS__CUT_NONE)
+        c->cut = c->idle ? SKS__CUT_IDLE : SKS__CUT_REQUEST;
+    return err;
 }
 
 double sks__conn_deadline(const struct sks__conn *c)
@@ -118,7 +180,11 @@ static ssize_t sendfile_nosignal(int fd, int in_fd, off_t *offset, size_t n)
     ssize_t r = sendfile(fd, in_fd, offset, n);
     int err = r < 0 ? errno : 0;
 
-    if (err == EPIPE && !had_pipe) {
+    /* Not only after EPIPE: a sendfile that moved some bytes before the
+     * peer went returns their count, and the kernel may have raised
+     * SIGPIPE all the same (seen on Linux 6.18 under slow readers). */
+    sigpending(&pending);
+    if (!had_pipe && sigismember(&pending, SIGPIPE) == 1) {
         static const struct timespec no_wait = { 0, 0 };
         while (sigtimedwait(&pipe_only, NULL, &no_wait) < 0 && errno == EINTR)
             ;
@@ -160,19 +226,37 @@ run(struct sks__conn *c, const struct op *op)
     for (;;) {
         int err = prepare(c, events, deadline, op->kind != OP_PEEK);
         if (err != 0)
-            return err;
+            return expired(c, err, deadline);
         ssize_t r = attempt(c->fd, op);
+        if (r > 0 && op->kind == OP_RECV && c->idle)
+            request_started(c);
         if (r >= 0)
             return r;
         err = after_failure(c->fd, events, deadline);
         if (err != 0)
-            return err;
+            return expired(c, err, deadline);
     }
+}
+
+/*
+ * The handler's reads and writes, seen by the admission layer: while one
+ * runs, the connection waits on its client (a thread blocked in it is
+ * held by the client), unless the bytes were there at once.
+ */
+__attribute__((always_inline)) static inline ssize_t
+run_watched(struct sks__conn *c, const struct op *op)
+{
+    if (c->watch != NULL)
+        atomic_store(&c->watch->waiting_since, sks__now());
+    ssize_t r = run(c, op);
+    if (c->watch != NULL)
+        atomic_store(&c->watch->waiting_since, 0.0);
+    return r;
 }
 
 ssize_t sks__conn_recv(struct sks__conn *c, void *buf, size_t n)
 {
-    return run(c, &(struct op){ .kind = OP_RECV, .buf = buf, .n = n });
+    return run_watched(c, &(struct op){ .kind = OP_RECV, .buf = buf, .n = n });
 }
 
 ssize_t sks__conn_peek(struct sks__conn *c, void *buf, size_t n)
@@ -185,7 +269,8 @@ int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n)
     const char *p = buf;
     while (n > 0) {
         /* Each step starts a new per-operation timeout: progress. */
-        ssize_t w = run(c, &(struct op){ .kind = OP_SEND, .data = p, .n = n });
+        ssize_t w = run_watched(c, &(struct op){ .kind = OP_SEND, .data = p,
+                                                 .n = n });
         if (w < 0)
             return (int)w;
         p += w;
@@ -194,11 +279,26 @@ int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n)
     return 0;
 }
 
+/*
+ * A kernel send timeout does not bound sendfile(2): it splices the file in
+ * pieces, each a send of its own with the whole timeout again, so a
+ * reader that takes a few bytes now and then keeps one call blocked far
+ * past any deadline (seen under slowhttptest -X).  With a deadline, the
+ * socket is non-blocking for the call and the wait is run()'s; its flags
+ * are put back after.
+ */
 ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd, off_t *offset,
                            size_t n)
 {
-    return run(c, &(struct op){ .kind = OP_SENDFILE, .n = n, .in_fd = in_fd,
-                                .offset = offset });
+    int flags = sks__conn_deadline(c) == INFINITY ? -1 : fcntl(c->fd, F_GETFL);
+    bool own_wait = flags >= 0 && !(flags & O_NONBLOCK) &&
+                    fcntl(c->fd, F_SETFL, flags | O_NONBLOCK) == 0;
+    ssize_t r = run_watched(c, &(struct op){ .kind = OP_SENDFILE, .n = n,
+                                             .in_fd = in_fd,
+                                             .offset = offset });
+    if (own_wait)
+        (void)fcntl(c->fd, F_SETFL, flags);
+    return r;
 }
 
 int sks__recv_queued(int fd, void *buf, size_t n)

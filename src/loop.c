@@ -113,8 +113,7 @@ static int wait_for_request(sks_server *srv, double deadline)
 
     if (srv->closed || srv->fd < 0)
         return SKS_ECLOSED;
-    if (srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
-        sks__at_limit(srv)) {
+    if (sks__paused(srv)) {
         /* A forked child's end is seen only when it is reaped, and its
          * wake-up byte comes just before its exit (a killed child sends
          * none): look again soon rather than sleep through it. */
@@ -122,6 +121,11 @@ static int wait_for_request(sks_server *srv, double deadline)
         double recheck = sks__now() + LIMIT_RECHECK_MS / 1000.0;
         if (recheck < deadline)
             deadline = recheck;
+        /* Shedding: a connection waiting to be accepted sheds one in
+         * flight, once per slot (until a request ends and wakes the loop,
+         * or the recheck finds none to shed). */
+        if (srv->overload_policy == SKS_OVERLOAD_SHED_IDLE && !srv->shedding)
+            n = 2;
     } else if (srv->backoff_ms != 0) {
         double resume = (double)srv->accept_resume.tv_sec +
                         (double)srv->accept_resume.tv_nsec / 1e9;
@@ -134,8 +138,15 @@ static int wait_for_request(sks_server *srv, double deadline)
     int r = sks__wait(p, n, deadline);
     if (r < 0)
         return r;
+    if (p[0].revents || r == 0)
+        srv->shedding = false;
     if (p[0].revents)
         drain_wake(srv);
+    if (n == 2 && p[1].revents != 0 && sks__paused(srv)) {
+        srv->shedding = true;
+        (void)sks__shed_one(srv);
+        return 0;
+    }
     if (n == 2 && (p[1].revents & POLLNVAL))
         return SKS_ECLOSED;
     return n == 2 && p[1].revents != 0;
@@ -147,8 +158,7 @@ static int wait_for_request(sks_server *srv, double deadline)
 static bool may_take_eagerly(const sks_server *srv)
 {
     return !srv->closed && srv->fd >= 0 && srv->backoff_ms == 0 &&
-           !(srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
-             sks__at_limit(srv));
+           !sks__paused(srv);
 }
 
 int sks__serve_begin(sks_server *srv)
@@ -245,8 +255,7 @@ int sks_server_handle_request(sks_server *srv)
         /* Still at the bound: only the mixin's housekeeping (a forking
          * server reaps there) can reopen accepting; without it this call
          * would wait forever. */
-        if (r == 0 && srv->overload_policy == SKS_OVERLOAD_BACKPRESSURE &&
-            sks__at_limit(srv))
+        if (r == 0 && sks__paused(srv))
             srv->ops->service_actions(srv);
         if (deadline != INFINITY && sks__now() >= deadline) {
             srv->ops->handle_timeout(srv);

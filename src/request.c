@@ -30,6 +30,9 @@ sks_request *sks__request_new(sks_server *srv, int fd, size_t packet_cap)
     req->truncated = false;
     req->datagram = packet_cap > 0;
     req->admitted = false;
+    atomic_init(&req->wait.idle_since, 0.0);
+    atomic_init(&req->wait.waiting_since, 0.0);
+    atomic_init(&req->wait.shed, false);
     req->failed = false;
     req->proxied = false;
     req->prev = req->next = NULL;

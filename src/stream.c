@@ -317,6 +317,9 @@ int sks_stream_setup(sks_handler *h)
     /* The timeout is a deadline the I/O layer keeps, per operation, not a
      * socket option set here: see "Waiting in one place" in DESIGN.md. */
     h->conn = sks__conn_make(fd, cls->timeout);
+    h->conn.watch = &h->request->wait;
+    /* The server's copy of the class: a version-1 class reads as none. */
+    sks__conn_limits(&h->conn, cls->request_timeout, cls->idle_timeout);
     h->rf = (struct sks_rfile){ .conn = &h->conn, .owned = true };
     h->rf.cap = cls->rbufsize ? cls->rbufsize : DEFAULT_RBUFSIZE;
     h->rf.buf = malloc(h->rf.cap);

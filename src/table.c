@@ -64,12 +64,20 @@ int sks__table_fill(sks_server_ops *out, const sks_server_ops *in)
     return 0;
 }
 
+/* The same for handler classes: version 2 added the deadlines. */
+static size_t handler_size(unsigned version)
+{
+    return version >= 2 ? sizeof(sks_handler_class)
+                        : offsetof(sks_handler_class, request_timeout);
+}
+
 int sks__handler_fill(sks_handler_class *out, const sks_handler_class *in)
 {
-    /* Every member of version 1 is optional (NULL: nothing). */
+    /* Every member is optional (NULL or 0: nothing, or none). */
     if (in->version > SKS_HANDLER_VERSION)
         return -EINVAL;
-    *out = *in;
+    memset(out, 0, sizeof(*out));
+    memcpy(out, in, handler_size(in->version));
     out->version = SKS_HANDLER_VERSION;
     return 0;
 }

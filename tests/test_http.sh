@@ -415,6 +415,175 @@ sys.stdout.write("GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" +
     expect_raw 200 "$T/p"
 }
 
+# expect_each STATUS PAYLOAD...: expect_raw for each printf payload.
+expect_each() {
+    local want=$1 p
+    shift
+    for p in "$@"; do
+        req "$T/p" "$p"
+        expect_raw "$want" "$T/p" || { echo "  payload: $p"; return 1; }
+    done
+}
+
+# RFC 9112 6.3: two different lengths leave the framing unknown.
+test_two_different_content_lengths_get_400() {
+    expect_each 400 \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 6\r\n\r\nabcdef' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5,\r\n\r\nabcde' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 00001\r\n\r\nx' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999\r\n\r\nx' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\nx' || return 1
+    # The same length said twice is one length (RFC 9110 8.6).
+    expect_each 200 \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nabcde' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 05\r\n\r\nabcde'
+}
+
+# RFC 9112 6.3 rule 4: chunked not last, the length cannot be known.
+test_transfer_coding_not_ending_in_chunked_gets_400() {
+    expect_each 400 \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:\r\n\r\n' || return 1
+    expect_each 200 'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n'
+}
+
+# RFC 9112 6.1 and 6.3: Transfer-Encoding in HTTP/1.0, or beside a
+# Content-Length, is faulty framing: answer, then close (expect_raw fails
+# if the server keeps the connection open).
+test_faulty_framing_is_answered_then_closed() {
+    expect_each 200 \
+        'GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n' || return 1
+    [ "$(header "$T/resp" Connection)" = close ] || fail "no Connection: close"
+}
+
+# RFC 9112 9.6: after a request with "close", no further request on the
+# connection is processed.
+test_no_request_is_served_after_connection_close() {
+    req "$T/p" 'GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /page.html HTTP/1.1\r\nHost: t\r\n\r\n'
+    expect_raw 200 "$T/p" || return 1
+    [ "$(grep -c '^HTTP/1.1 ' "$T/resp")" = 1 ] || fail "a second response: $(cat "$T/resp")"
+}
+
+# RFC 9112 2.2: whitespace between the request line and the first field.
+test_whitespace_before_the_first_header_gets_400() {
+    expect_each 400 'GET /hello.txt HTTP/1.1\r\n Host: t\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\n\tHost: t\r\n\r\n'
+}
+
+# RFC 9112 3.2.2: a server MUST accept the absolute form, and take the
+# authority from it, not from Host.
+test_absolute_form_target_is_served() {
+    expect_each 200 'GET http://example.com/hello.txt HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n' \
+        'GET HTTP://example.com:80/hello.txt?q HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n' || return 1
+    grep -q '^hello$' "$T/resp" || fail "not hello.txt: $(cat "$T/resp")"
+}
+
+# RFC 9110 6.6.1: an origin server with a clock sends Date in every
+# 2xx, 3xx and 4xx response.
+test_every_response_has_a_date() {
+    local p
+    for p in 'GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n=200' \
+        'GET /site HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n=301' \
+        'GET /old.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: *\r\nConnection: close\r\n\r\n=304' \
+        'GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n=404' \
+        'GET / HTTP/1.1\r\n\r\n=400'; do
+        expect_each "${p##*=}" "${p%=*}" || return 1
+        header "$T/resp" Date | grep -Eq '^[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9:]{8} GMT$' ||
+            { fail "${p##*=}: no IMF-fixdate Date: $(head -c 300 "$T/resp")"; return 1; }
+    done
+}
+
+# RFC 9112 3.2: exactly one Host in HTTP/1.1; HTTP/1.0 may leave it out.
+test_missing_or_repeated_host_gets_400() {
+    expect_each 400 'GET /hello.txt HTTP/1.1\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nConnection: close\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n' \
+        'GET /hello.txt HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n' || return 1
+    expect_each 200 'GET /hello.txt HTTP/1.0\r\n\r\n'
+}
+
+# RFC 9112 3.2: a Host field value that is not uri-host [":" port].
+test_invalid_host_field_value_gets_400() {
+    local h ok=()
+    for h in 'a b' 'a/b' 'a@b' 'a?b' '[::1' '[zz::1]' '[::1]x' 'h:80x' 'h:1:2' \
+        'h%%4' 'h%%zz' '\xc3\xa9.example' '"h"'; do
+        expect_each 400 "GET /hello.txt HTTP/1.1\r\nHost: $h\r\n\r\n" || return 1
+    done
+    # Valid ones, the empty value included (a target with no authority).
+    for h in '' 'example.com' 'example.com:8080' '127.0.0.1:80' '[::1]' \
+        '[::1]:8080' 'ex%%41mple.com' "a-b_c~d!\$&'()*+,;=e" 'h:'; do
+        ok+=("GET /hello.txt HTTP/1.1\r\nHost: $h\r\nConnection: close\r\n\r\n")
+    done
+    expect_each 200 "${ok[@]}"
+}
+
+# RFC 9112 2.2 (bare CR) and RFC 9110 5.5 (CR, LF, NUL in a value).
+test_bare_cr_or_nul_in_a_field_value_gets_400() {
+    expect_each 400 'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\r\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\0\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: \x01\r\n\r\n' \
+        'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\x7fb\r\n\r\n' || return 1
+    # HTAB and 8-bit bytes (obs-text) are field content.
+    expect_each 200 'GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-A: a\tb\xe9\r\nConnection: close\r\n\r\n'
+}
+
+# ims_status DATE [MORE-HEADERS]: the status for GET /old.txt with it.
+ims_status() {
+    req "$T/p" 'GET /old.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: %s\r\n%bConnection: close\r\n\r\n' "$1" "${2:-}"
+    raw "${ADDR[main]}" <"$T/p" >"$T/resp" || { echo "no answer"; return; }
+    status_of "$T/resp"
+}
+
+# RFC 9110 5.6.7: IMF-fixdate, RFC 850 and asctime MUST all be accepted.
+# old.txt was modified at Sat, 03 Feb 2001 04:05:06 GMT.
+test_if_modified_since_accepts_all_three_date_forms() {
+    local d want got
+    for d in 'Sat, 03 Feb 2001 04:05:06 GMT=304' 'Fri, 02 Feb 2001 00:00:00 GMT=200' \
+        'Saturday, 03-Feb-01 04:05:06 GMT=304' 'Friday, 02-Feb-01 00:00:00 GMT=200' \
+        'Sat Feb  3 04:05:06 2001=304' 'Fri Feb  2 00:00:00 2001=200' \
+        'Sat Feb 10 00:00:00 2001=304' \
+        'Sunday, 06-Nov-94 08:49:37 GMT=200' 'Sunday, 03-Feb-69 00:00:00 GMT=304' \
+        'yesterday=200' 'Sat, 03 Feb 2001 04:05:06 GMT junk=200'; do
+        want=${d##*=}
+        got=$(ims_status "${d%=*}")
+        [ "$got" = "$want" ] || { fail "If-Modified-Since: ${d%=*}: $got, want $want"; return 1; }
+    done
+    # If-None-Match takes precedence (RFC 9110 13.1.3): "*" matches any
+    # file, an entity tag never does (none is sent).
+    got=$(ims_status 'Fri, 02 Feb 2001 00:00:00 GMT' 'If-None-Match: *\r\n')
+    [ "$got" = 304 ] || { fail "If-None-Match: *: $got, want 304"; return 1; }
+    got=$(ims_status 'Sat, 03 Feb 2001 04:05:06 GMT' 'If-None-Match: "x"\r\n')
+    [ "$got" = 200 ] || fail "If-None-Match: \"x\" with a matching date: $got, want 200"
+}
+
+# RFC 9110 13.1.1, 13.1.4 and 13.2.2: If-Match, then If-Unmodified-Since,
+# evaluated first; a false one is 412.  A generated listing has no date,
+# so only "*" applies to it.
+test_if_match_and_if_unmodified_since_give_412() {
+    local c want got
+    for c in 'If-Match: "x"=412' 'If-Match: *=200' 'If-Match: *\r\nIf-Match: "x"=412' \
+        'If-Unmodified-Since: Fri, 02 Feb 2001 00:00:00 GMT=412' \
+        'If-Unmodified-Since: Sat Feb  3 04:05:06 2001=200' \
+        'If-Match: *\r\nIf-Unmodified-Since: Fri, 02 Feb 2001 00:00:00 GMT=200' \
+        'If-Unmodified-Since: never=200' \
+        'If-Match: "x"\r\nIf-None-Match: *=412'; do
+        want=${c##*=}
+        req "$T/p" 'GET /old.txt HTTP/1.1\r\nHost: t\r\n%b\r\nConnection: close\r\n\r\n' "${c%=*}"
+        expect_raw "$want" "$T/p" || { echo "  fields: ${c%=*}"; return 1; }
+    done
+    req "$T/p" 'GET /list/ HTTP/1.1\r\nHost: t\r\nIf-None-Match: *\r\nConnection: close\r\n\r\n'
+    expect_raw 304 "$T/p" || return 1
+    req "$T/p" 'GET /list/ HTTP/1.1\r\nHost: t\r\nIf-Unmodified-Since: Fri, 02 Feb 2001 00:00:00 GMT\r\nConnection: close\r\n\r\n'
+    expect_raw 200 "$T/p"
+}
+
 test_path_traversal_never_leaves_the_root() {
     local p want
     for p in '/../outside/secret.txt:403' '/%2e%2e/outside/secret.txt:403' \
@@ -642,6 +811,18 @@ TESTS=(
     test_uri_over_8k_gets_414_and_8000_bytes_do_not
     test_header_section_over_64k_gets_431
     test_over_100_header_lines_get_431_and_100_do_not
+    test_two_different_content_lengths_get_400
+    test_transfer_coding_not_ending_in_chunked_gets_400
+    test_missing_or_repeated_host_gets_400
+    test_invalid_host_field_value_gets_400
+    test_bare_cr_or_nul_in_a_field_value_gets_400
+    test_if_modified_since_accepts_all_three_date_forms
+    test_if_match_and_if_unmodified_since_give_412
+    test_faulty_framing_is_answered_then_closed
+    test_no_request_is_served_after_connection_close
+    test_whitespace_before_the_first_header_gets_400
+    test_absolute_form_target_is_served
+    test_every_response_has_a_date
     test_path_traversal_never_leaves_the_root
     test_server_goes_on_after_hostile_input
     test_stalled_client_is_cut_after_the_timeout
@@ -665,6 +846,10 @@ needs() {
         test_unknown_method_* | test_unsupported_http_* | test_uri_over_* | \
         test_header_section_* | test_over_100_* | test_stalled_* | \
         test_lingering_* | \
+        test_two_different_* | test_transfer_coding_* | test_missing_or_* | \
+        test_invalid_host_* | test_bare_cr_* | test_if_modified_since_* | \
+        test_if_match_* | test_faulty_framing_* | test_no_request_is_* | \
+        test_whitespace_before_* | test_absolute_form_* | test_every_response_* | \
         test_sigterm_*) echo python3 ;;
     test_http10_* | test_path_traversal_* | test_access_log_* | test_ipv6_*) echo "curl python3" ;;
     *) echo curl ;;
