@@ -64,7 +64,9 @@ SKS_EXTERN const char *sks_strerror(int err);
 
 /*
  * Returns the symbolic name of an error code ("ECONNRESET", "SKS_EHANDLER"),
- * or "E?" for an unknown one.  Never returns NULL.  Thread safety: any.
+ * or "E?" for an unknown one.  Never returns NULL.  Names and texts come
+ * from the library's own table (every POSIX errno, and every Linux one on
+ * Linux), so they are the same on every C library.  Thread safety: any.
  */
 SKS_EXTERN const char *sks_errname(int err);
 

@@ -353,6 +353,32 @@ static void test_error_names_and_descriptions(void **state)
     assert_non_null(sks_strerror(-30000));
 }
 
+/* The library's own table names every errno this system defines, as
+ * glibc names it: the same answer then comes from every libc. */
+static void test_error_names_cover_every_errno(void **state)
+{
+    (void)state;
+    static const struct { int code; const char *name; } posix[] = {
+        { EPIPE, "EPIPE" }, { EAGAIN, "EAGAIN" }, { EMFILE, "EMFILE" },
+        { ENOTSOCK, "ENOTSOCK" }, { EOWNERDEAD, "EOWNERDEAD" },
+        { ECANCELED, "ECANCELED" }, { EPROTO, "EPROTO" }, { EXDEV, "EXDEV" },
+    };
+    for (size_t i = 0; i < sizeof(posix) / sizeof(posix[0]); i++)
+        assert_string_equal(sks_errname(-posix[i].code), posix[i].name);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 32)
+    int named = 0;
+    for (int e = 1; e < 4096; e++) {
+        const char *name = strerrorname_np(e);
+        if (!name)
+            continue;
+        named++;
+        assert_string_equal(sks_errname(-e), name);
+        assert_string_equal(sks_strerror(-e), strerrordesc_np(e));
+    }
+    assert_true(named > 100);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_format_reports_enospc_on_small_buffer),
         cmocka_unit_test(test_format_other_family_is_eafnosupport),
         cmocka_unit_test(test_error_names_and_descriptions),
+        cmocka_unit_test(test_error_names_cover_every_errno),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
