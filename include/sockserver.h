@@ -585,7 +585,8 @@ SKS_EXTERN void *sks_server_user(const sks_server *srv);
  * Options read at bind (set them on a server made with SKS_NO_BIND):
  * SO_REUSEADDR (default off, as Python), SO_REUSEPORT (default off; only
  * AF_INET/AF_INET6, as Python), and the listen() backlog (default
- * SOMAXCONN).  Return 0, or -EINVAL for a bad value.
+ * 4096, whatever the libc's SOMAXCONN; the kernel clamps it to its own
+ * limit, net.core.somaxconn on Linux).  Return 0, or -EINVAL for a bad value.
  */
 SKS_EXTERN int sks_server_set_allow_reuse_address(sks_server *srv, bool on);
 SKS_EXTERN int sks_server_set_allow_reuse_port(sks_server *srv, bool on);

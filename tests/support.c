@@ -505,6 +505,12 @@ void socket_name(int fd, char *buf, size_t cap)
 /* ------------------------------------------------------------------------ */
 /* Threads, waits and signals                                                */
 
+void skip_because(const char *why)
+{
+    print_message("skipped: %s\n", why);
+    skip();
+}
+
 void skip_under_tsan(const char *why)
 {
     if (UNDER_TSAN) {

@@ -156,6 +156,9 @@ void barrier_clients_expect_ok(int *c, int n);
 #define UNDER_TSAN 0
 #endif
 
+/* Says why (a message, "skipped: WHY") and skips the running test: for
+ * what this machine lacks.  Only from within a test. */
+void skip_because(const char *why);
 /* Under ThreadSanitizer only: says why (a message) and skips the test. */
 void skip_under_tsan(const char *why);
 /* Starts and joins a first thread, so that runtime threads started lazily
