@@ -98,10 +98,32 @@ static int client_socket(const char *address, int type, sks_addr *a)
 }
 
 /* Connects fd to *a: fd, or -errno with fd closed (its path removed). */
+/* A connect interrupted by a signal (a child's SIGCHLD: the sockets'
+ * SO_SNDTIMEO makes Linux return EINTR even under SA_RESTART) goes on in
+ * the background: wait for it, bounded by the same 5 s, and take its
+ * outcome from SO_ERROR.  Calling connect again would only say EALREADY. */
+static int connect_finished(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    int r, err = 0;
+    socklen_t len = sizeof(err);
+    double end = now_seconds() + 5.0;
+    do
+        r = poll(&p, 1, (int)((end - now_seconds()) * 1000) + 1);
+    while (r < 0 && errno == EINTR && now_seconds() < end);
+    if (r <= 0)
+        return r == 0 ? -ETIMEDOUT : -errno;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        return -errno;
+    return -err;
+}
+
 static int client_connected(int fd, const sks_addr *a)
 {
-    if (connect(fd, &a->u.sa, a->len) != 0) {
-        int err = -errno;
+    int err = connect(fd, &a->u.sa, a->len) == 0 ? 0 : -errno;
+    if (err == -EINTR)
+        err = connect_finished(fd);
+    if (err != 0) {
         client_close(fd);
         return err;
     }
