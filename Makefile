@@ -145,8 +145,10 @@ clean:
 check-fresh:
 	@tests/check_fresh.sh
 
-# Benchmarks and the reliability suite keep their rules beside their code.
+# Benchmarks, the reliability suite and the other-platform runs keep their
+# rules beside their code.
 -include bench/bench.mk
 -include tests/reliability.mk
+-include tests/portable.mk
 
 -include $(LIB_OBJ:.o=.d) $(LIB_PIC:.o=.d)
