@@ -1,5 +1,5 @@
-# tests/portable.mk - the suite on another libc and another CPU (included
-# by the Makefile; CI runs both):
+# tests/portable.mk - the suite on another libc, on another CPU and
+# without /proc (included by the Makefile; CI runs all three):
 #   make test-musl      the library and the examples built with musl-gcc
 #                       into build/musl; the whole cmocka suite (cmocka
 #                       compiled for musl from Debian's source package) and
@@ -7,8 +7,9 @@
 #   make test-aarch64   the library cross-built with aarch64-linux-gnu-gcc
 #                       into build/aarch64; AARCH64_TESTS run under
 #                       qemu-aarch64 (user-mode emulation)
-# Each installs what it needs when run as root on Debian, as check-cmocka
-# does, so that a fresh Debian 12 machine runs it without other setup.
+#   make test-noproc    the native suite with /proc hidden
+# The first two install what they need when run as root on Debian, as
+# check-cmocka does, so that a fresh Debian 12 machine needs no setup.
 
 .PHONY: test-musl check-musl musl-cmocka test-aarch64 check-aarch64
 
@@ -89,3 +90,14 @@ test-aarch64: check-aarch64
 	@$(MAKE) --no-print-directory BUILD=$(AARCH64_BUILD) CC=$(AARCH64_CC) \
 	  LDLIBS="-L$(AARCH64_LIBS) -lpthread -lm" $(AARCH64_BIN)
 	@TEST_WRAP=qemu-aarch64 ./tests/run_tests.sh $(AARCH64_BIN)
+
+# ------------------------------------------------------------------ no /proc
+# The native suite where /proc is not mounted, as on the BSDs and macOS
+# and in some containers: a private mount namespace puts an empty tmpfs
+# over /proc.  What needs /proc says so and skips; the rest must pass.
+.PHONY: test-noproc
+test-noproc: check-cmocka
+	@$(MAKE) --no-print-directory $(TEST_BIN) examples
+	@unshare -m true 2>/dev/null || \
+	  { echo "test-noproc: skipped: unshare -m is not permitted here (needs root, CAP_SYS_ADMIN)"; exit 0; }; \
+	unshare -m sh -c 'mount -t tmpfs none /proc && BUILD=$(BUILD) exec ./tests/run_tests.sh $(TEST_BIN) $(TEST_SCRIPTS)'

@@ -56,7 +56,12 @@ void client_close(int fd);
 /* Sends line, expects exactly the same bytes back. */
 void assert_echo(int fd, const char *line);
 
-/* Process accounting, from /proc. */
+/* Process accounting, from /proc.  Where /proc is not mounted (the BSDs,
+ * macOS, some containers) count_open_fds asks each descriptor instead,
+ * and count_threads and count_children, which have no portable way,
+ * skip the running test and say why: call them only from within a test,
+ * or after proc_mounted() said yes. */
+bool proc_mounted(void);
 int count_open_fds(void);
 int count_threads(void);
 int count_children(void);   /* live or zombie children of this process */

@@ -595,6 +595,8 @@ static void peer_start(peer *pe, const char *address, const peer_script *s)
     char self[4096], take[32];
     int p[2];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0 && !proc_mounted())
+        skip_because("the peer re-executes this test through /proc/self/exe");
     assert_true(n > 0);
     self[n] = '\0';
     snprintf(take, sizeof(take), "%zu", s->take);
