@@ -102,11 +102,13 @@ typedef struct sks_addr {
  *                        block on name service); the first result is used
  *   "unix:/path/to.sock" a Unix socket path (relative paths are allowed)
  *   "unix:@name"         a Linux abstract socket name; "\xHH" escapes in the
- *                        name stand for arbitrary bytes
+ *                        name stand for arbitrary bytes (-EAFNOSUPPORT on
+ *                        other systems, and in an SKS_PORTABLE build)
  *   "unix:"              the unnamed Unix address (as a peer, never to bind)
  * The port must be 0..65535; port 0 asks the kernel for a free port at bind.
  * Returns 0, SKS_EADDRESS for a malformed string, -ENAMETOOLONG for a Unix
- * path that does not fit, or -EHOSTUNREACH when a name does not resolve.
+ * path that does not fit, -EAFNOSUPPORT for an abstract name where there
+ * are none, or -EHOSTUNREACH when a name does not resolve.
  * Thread safety: any.
  */
 SKS_EXTERN int sks_addr_parse(const char *str, sks_addr *out);

@@ -43,7 +43,7 @@ int sks__server_make(sks_server **out, const sks_server_ops *ops,
     if (srv == NULL)
         return -ENOMEM;
     /* Not 0 (stdin): the failure path below closes these when socket()
-     * or pipe2() fails before they are set. */
+     * or the pipe fails before they are set. */
     srv->fd = srv->wake_rd = srv->wake_wr = -1;
     srv->address = *address;
     srv->given = ops;
@@ -77,10 +77,9 @@ int sks__server_make(sks_server **out, const sks_server_ops *ops,
     /* The wake-up pipe: shutdown (from any thread or a signal handler) and
      * the end of a request at a concurrency bound write one byte, so the
      * loop never sleeps through them. */
-    if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        err = -errno;
+    err = sks__pipe(wake);
+    if (err != 0)
         goto fail;
-    }
     srv->wake_rd = wake[0];
     srv->wake_wr = wake[1];
 
@@ -89,12 +88,10 @@ int sks__server_make(sks_server **out, const sks_server_ops *ops,
          * between poll and accept (or taken by another process sharing the
          * socket) never blocks the loop; accepted sockets are blocking
          * again. */
-        int type = ops->socket_type | SOCK_CLOEXEC;
-        if (ops->socket_type == SOCK_STREAM)
-            type |= SOCK_NONBLOCK;
-        fd = socket(address->u.sa.sa_family, type, 0);
+        fd = sks__socket(address->u.sa.sa_family, ops->socket_type,
+                         ops->socket_type == SOCK_STREAM);
         if (fd < 0) {
-            err = -errno;
+            err = fd;
             goto fail;
         }
     }

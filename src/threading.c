@@ -31,6 +31,7 @@ struct sks__thread {
     struct threading *th;
     sks_request *req;
     bool tracked;
+    atomic_bool ended; /* set by the thread as its last act */
     struct sks__thread *next;
 };
 
@@ -60,6 +61,8 @@ static void *request_thread(void *arg)
     if (!tracked)
         free(t);
     sks__server_unref(srv);
+    if (tracked)
+        sks__thread_ended(&t->ended);
     return NULL;
 }
 
@@ -84,7 +87,7 @@ static void reap(sks_server *srv, struct threading *th, bool wait)
         if (wait) {
             pthread_join(t->tid, NULL);
             free(t);
-        } else if (pthread_tryjoin_np(t->tid, NULL) == EBUSY) {
+        } else if (sks__thread_tryjoin(t->tid, &t->ended) == EBUSY) {
             t->next = keep;
             keep = t;
         } else {
