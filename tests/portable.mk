@@ -101,3 +101,29 @@ test-noproc: check-cmocka
 	@unshare -m true 2>/dev/null || \
 	  { echo "test-noproc: skipped: unshare -m is not permitted here (needs root, CAP_SYS_ADMIN)"; exit 0; }; \
 	unshare -m sh -c 'mount -t tmpfs none /proc && BUILD=$(BUILD) exec ./tests/run_tests.sh $(TEST_BIN) $(TEST_SCRIPTS)'
+
+# ------------------------------------------------------------------ fallbacks
+# Every portable fallback of src/compat.c forced on Linux (SKS_PORTABLE):
+# the library, the examples and the whole suite built so into
+# build/portable, the cmocka suite (test_examples, the example contract,
+# among it) and the scripted tests run against them.
+PORTABLE_BUILD := build/portable
+.PHONY: test-portable check-compat
+test-portable: check-compat check-cmocka
+	@$(MAKE) --no-print-directory BUILD=$(PORTABLE_BUILD) \
+	  CFLAGS="$(CFLAGS) -DSKS_PORTABLE" all $(call sks_tests_in,$(PORTABLE_BUILD))
+	@BUILD=$(PORTABLE_BUILD) ./tests/run_tests.sh $(call sks_tests_in,$(PORTABLE_BUILD)) $(TEST_SCRIPTS)
+
+# Nothing outside the portability pair (src/compat.c, src/compat.h) names
+# a Linux-only call or constant; comment lines may.
+COMPAT_NAMES := accept4 pipe2 SOCK_CLOEXEC SOCK_NONBLOCK MSG_NOSIGNAL \
+	SO_NOSIGPIPE sendfile sigtimedwait pthread_tryjoin_np SO_DOMAIN \
+	MSG_ERRQUEUE IP_RECVERR IPV6_RECVERR strerrorname_np pthread_getattr_np
+COMPAT_SCOPE := $(filter-out src/compat.c src/compat.h,$(wildcard src/*.c src/*.h)) \
+	include/sockserver.h
+check-compat:
+	@bad=$$(grep -nwE '$(subst $(eval ) ,|,$(strip $(COMPAT_NAMES)))' $(COMPAT_SCOPE) | \
+	  grep -vE '^[^:]+:[0-9]+:[[:space:]]*(/\*|\*|//)'); \
+	if [ -n "$$bad" ]; then echo "$$bad"; \
+	  echo "check-compat: Linux-only names outside src/compat.c (above)"; exit 1; fi; \
+	echo "check-compat: no Linux-only name outside src/compat.c ($(words $(COMPAT_NAMES)) names, $(words $(COMPAT_SCOPE)) files)"

@@ -555,6 +555,18 @@ void socket_name(int fd, char *buf, size_t cap)
 /* ------------------------------------------------------------------------ */
 /* Threads, waits and signals                                                */
 
+void assert_abstract_name_refused(void)
+{
+    sks_addr a;
+    sks_server *srv = NULL;
+    assert_int_equal(sks_addr_parse("unix:@sks-test", &a), -EAFNOSUPPORT);
+    assert_int_equal(sks_server_new(&srv, &sks_unix_stream_ops,
+                                    "unix:@sks-test", &echo_lines_stream, NULL, 0),
+                     -EAFNOSUPPORT);
+    assert_null(srv);
+    print_message("no abstract names here: refused with EAFNOSUPPORT\n");
+}
+
 void skip_because(const char *why)
 {
     print_message("skipped: %s\n", why);

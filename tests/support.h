@@ -161,6 +161,24 @@ void barrier_clients_expect_ok(int *c, int n);
 #define UNDER_TSAN 0
 #endif
 
+/* Abstract Unix names ("unix:@name") exist on Linux only; elsewhere, and
+ * in an SKS_PORTABLE build, sks_addr_parse refuses them. */
+#if defined(__linux__) && !defined(SKS_PORTABLE)
+#define HAVE_ABSTRACT_NAMES 1
+#else
+#define HAVE_ABSTRACT_NAMES 0
+#endif
+/* Opens a test about abstract names: where there are none, the test
+ * proves instead that one is refused with -EAFNOSUPPORT, and ends. */
+#define ABSTRACT_NAMES_OR_REFUSED()                                          \
+    do {                                                                     \
+        if (!HAVE_ABSTRACT_NAMES) {                                          \
+            assert_abstract_name_refused();                                  \
+            return;                                                          \
+        }                                                                    \
+    } while (0)
+void assert_abstract_name_refused(void);
+
 /* Says why (a message, "skipped: WHY") and skips the running test: for
  * what this machine lacks.  Only from within a test. */
 void skip_because(const char *why);
