@@ -114,13 +114,14 @@ test-portable: check-compat check-cmocka
 	  CFLAGS="$(CFLAGS) -DSKS_PORTABLE" all $(call sks_tests_in,$(PORTABLE_BUILD))
 	@BUILD=$(PORTABLE_BUILD) ./tests/run_tests.sh $(call sks_tests_in,$(PORTABLE_BUILD)) $(TEST_SCRIPTS)
 
-# Nothing outside the portability pair (src/compat.c, src/compat.h) names
-# a Linux-only call or constant; comment lines may.
+# Nothing in the library or its examples outside the portability pair
+# (src/compat.c, src/compat.h) names a Linux-only call or constant;
+# comment lines may.
 COMPAT_NAMES := accept4 pipe2 SOCK_CLOEXEC SOCK_NONBLOCK MSG_NOSIGNAL \
 	SO_NOSIGPIPE sendfile sigtimedwait pthread_tryjoin_np SO_DOMAIN \
 	MSG_ERRQUEUE IP_RECVERR IPV6_RECVERR strerrorname_np pthread_getattr_np
 COMPAT_SCOPE := $(filter-out src/compat.c src/compat.h,$(wildcard src/*.c src/*.h)) \
-	include/sockserver.h
+	include/sockserver.h $(wildcard examples/*.c examples/*.h)
 check-compat:
 	@bad=$$(grep -nwE '$(subst $(eval ) ,|,$(strip $(COMPAT_NAMES)))' $(COMPAT_SCOPE) | \
 	  grep -vE '^[^:]+:[0-9]+:[[:space:]]*(/\*|\*|//)'); \
