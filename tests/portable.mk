@@ -8,8 +8,9 @@
 #                       into build/aarch64; AARCH64_TESTS run under
 #                       qemu-aarch64 (user-mode emulation)
 #   make test-noproc    the native suite with /proc hidden
-# The first two install what they need when run as root on Debian, as
-# check-cmocka does, so that a fresh Debian 12 machine needs no setup.
+# The first two install what they need (tests/packages, groups musl and
+# aarch64) when run as root on Debian, so that a fresh Debian 12 machine
+# needs no setup.
 
 .PHONY: test-musl check-musl musl-cmocka test-aarch64 check-aarch64
 
@@ -31,7 +32,7 @@ MUSL_MAKE := $(MAKE) --no-print-directory BUILD=$(MUSL_BUILD) CC=musl-gcc \
 	LDLIBS="-L$(CURDIR)/$(MUSL_CMOCKA) -lpthread -lm"
 
 check-musl:
-	@command -v musl-gcc >/dev/null || { $(call sks_need,musl-gcc,musl-tools); }
+	@tests/need_packages.sh --strict musl
 
 musl-cmocka: check-musl $(MUSL_CMOCKA)/libcmocka.a
 
@@ -80,11 +81,8 @@ AARCH64_TESTS ?= test_address test_stream test_tcp test_udp test_unix \
 AARCH64_BIN   := $(AARCH64_TESTS:%=$(AARCH64_BUILD)/tests/%)
 
 check-aarch64:
-	@printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void){return 0;}\n' \
-	  | $(AARCH64_CC) -x c - -o /dev/null -L$(AARCH64_LIBS) -lcmocka 2>/dev/null \
-	  && command -v qemu-aarch64 >/dev/null && exit 0; \
-	if [ "$$(id -u)" = 0 ]; then dpkg --add-architecture arm64; fi; \
-	$(call sks_need,an aarch64 toolchain with cmocka,gcc-aarch64-linux-gnu qemu-user libcmocka-dev:arm64)
+	@if [ "$$(id -u)" = 0 ] && command -v dpkg >/dev/null; then dpkg --add-architecture arm64; fi
+	@tests/need_packages.sh --strict aarch64
 
 test-aarch64: check-aarch64
 	@$(MAKE) --no-print-directory BUILD=$(AARCH64_BUILD) CC=$(AARCH64_CC) \

@@ -248,12 +248,10 @@ bool proc_mounted(void)
     return access("/proc/self/stat", R_OK) == 0;
 }
 
-static void skip_without_proc(const char *what)
+static void skip_without_proc(const char *why)
 {
-    if (!proc_mounted()) {
-        print_message("/proc is not mounted: cannot count %s\n", what);
-        skip_because("needs /proc");
-    }
+    if (!proc_mounted())
+        skip_because(why);
 }
 
 int count_open_fds(void)
@@ -275,13 +273,13 @@ int count_open_fds(void)
 
 int count_threads(void)
 {
-    skip_without_proc("this process's threads");
+    skip_without_proc("needs /proc to count this process's threads");
     return count_dir("/proc/self/task");
 }
 
 int count_children(void)
 {
-    skip_without_proc("this process's children");
+    skip_without_proc("needs /proc to count this process's children");
     DIR *d = opendir("/proc");
     struct dirent *e;
     int n = 0;

@@ -87,7 +87,7 @@ static bool uid_in_use(uid_t uid)
 static uid_t unused_uid(void)
 {
     if (!proc_mounted())
-        skip_because("finding a uid no process uses needs /proc");
+        skip_because("needs /proc to find a uid no process uses");
     uid_t uid = 40000 + (uid_t)(getpid() % 20000);
     while (uid_in_use(uid))
         uid++;
