@@ -77,7 +77,7 @@ AARCH64_CC    ?= aarch64-linux-gnu-gcc
 AARCH64_LIBS  := /usr/lib/aarch64-linux-gnu
 AARCH64_TESTS ?= test_address test_stream test_tcp test_udp test_unix \
 	test_hooks test_lifecycle test_drain test_activation test_forking \
-	test_prefork test_proxy test_sendfile test_fuzz_corpus
+	test_prefork test_proxy test_sendfile test_fuzz_corpus test_tables
 AARCH64_BIN   := $(AARCH64_TESTS:%=$(AARCH64_BUILD)/tests/%)
 
 check-aarch64:
