@@ -140,8 +140,16 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
     pthread_mutex_unlock(&srv->lock);
 
     sks__server_ref(srv);
-    err = pthread_create(&t->tid, &attr, request_thread, t);
+    /* Into a local: a detached thread may end, and free t, before
+     * pthread_create returns (musl stores the id only once the thread has
+     * started).  A tracked thread's t lives until it is joined, by this
+     * thread (reap) or by close, both after this returns. */
+    bool tracked = t->tracked;
+    pthread_t tid;
+    err = pthread_create(&tid, &attr, request_thread, t);
     pthread_attr_destroy(&attr);
+    if (err == 0 && tracked)
+        t->tid = tid;
     if (err != 0) {
         /* EAGAIN and friends: the loop reports it and closes the request. */
         pthread_mutex_lock(&srv->lock);
