@@ -13,6 +13,7 @@
 #include "sockserver.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@ static int fail(const char *what, int err)
 
 static int stream_mode(const sks_addr *addr, int n, char **msgs)
 {
-    int fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(addr->u.sa.sa_family, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, &addr->u.sa, addr->len) != 0)
         return fail("connect", -errno);
     struct timeval tv = { .tv_sec = 5 };
@@ -41,7 +42,7 @@ static int stream_mode(const sks_addr *addr, int n, char **msgs)
         char *out = malloc(len + 1);
         memcpy(out, msgs[i], len);
         out[len] = '\n';
-        if (send(fd, out, len + 1, MSG_NOSIGNAL) != (ssize_t)(len + 1))
+        if (send(fd, out, len + 1, 0) != (ssize_t)(len + 1))
             rc = fail("send", -errno);
         free(out);
         if (rc == 0 && getline(&line, &cap, in) < 0)
@@ -57,7 +58,7 @@ static int stream_mode(const sks_addr *addr, int n, char **msgs)
 
 static int datagram_mode(const sks_addr *addr, int n, char **msgs)
 {
-    int fd = socket(addr->u.sa.sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int fd = socket(addr->u.sa.sa_family, SOCK_DGRAM, 0);
     char path[64] = "";
     if (fd < 0)
         return fail("socket", -errno);
@@ -99,6 +100,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: echo_client [--udp] ADDRESS MESSAGE...\n");
         return 2;
     }
+    /* A server that hangs up makes send fail with EPIPE, not kill us; a
+     * signal disposition, since MSG_NOSIGNAL is not everywhere. */
+    signal(SIGPIPE, SIG_IGN);
     int err = sks_addr_parse(argv[first], &addr);
     if (err != 0)
         return fail(argv[first], err);

@@ -64,7 +64,9 @@ SKS_EXTERN const char *sks_strerror(int err);
 
 /*
  * Returns the symbolic name of an error code ("ECONNRESET", "SKS_EHANDLER"),
- * or "E?" for an unknown one.  Never returns NULL.  Thread safety: any.
+ * or "E?" for an unknown one.  Never returns NULL.  Names and texts come
+ * from the library's own table (every POSIX errno, and every Linux one on
+ * Linux), so they are the same on every C library.  Thread safety: any.
  */
 SKS_EXTERN const char *sks_errname(int err);
 
@@ -100,11 +102,13 @@ typedef struct sks_addr {
  *                        block on name service); the first result is used
  *   "unix:/path/to.sock" a Unix socket path (relative paths are allowed)
  *   "unix:@name"         a Linux abstract socket name; "\xHH" escapes in the
- *                        name stand for arbitrary bytes
+ *                        name stand for arbitrary bytes (-EAFNOSUPPORT on
+ *                        other systems, and in an SKS_PORTABLE build)
  *   "unix:"              the unnamed Unix address (as a peer, never to bind)
  * The port must be 0..65535; port 0 asks the kernel for a free port at bind.
  * Returns 0, SKS_EADDRESS for a malformed string, -ENAMETOOLONG for a Unix
- * path that does not fit, or -EHOSTUNREACH when a name does not resolve.
+ * path that does not fit, -EAFNOSUPPORT for an abstract name where there
+ * are none, or -EHOSTUNREACH when a name does not resolve.
  * Thread safety: any.
  */
 SKS_EXTERN int sks_addr_parse(const char *str, sks_addr *out);
@@ -627,7 +631,8 @@ SKS_EXTERN void *sks_server_user(const sks_server *srv);
  * Options read at bind (set them on a server made with SKS_NO_BIND):
  * SO_REUSEADDR (default off, as Python), SO_REUSEPORT (default off; only
  * AF_INET/AF_INET6, as Python), and the listen() backlog (default
- * SOMAXCONN).  Return 0, or -EINVAL for a bad value.
+ * 4096, whatever the libc's SOMAXCONN; the kernel clamps it to its own
+ * limit, net.core.somaxconn on Linux).  Return 0, or -EINVAL for a bad value.
  */
 SKS_EXTERN int sks_server_set_allow_reuse_address(sks_server *srv, bool on);
 SKS_EXTERN int sks_server_set_allow_reuse_port(sks_server *srv, bool on);

@@ -40,11 +40,12 @@ static bool is_named(const sks_addr *a)
 /* Checks fd against ops without changing it; fills its address. */
 static int check_socket(const sks_server_ops *ops, int fd, sks_addr *bound)
 {
-    int domain, type, listening;
-    socklen_t len = sizeof(domain);
+    int type, listening;
+    socklen_t len;
 
-    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0)
-        return -errno; /* EBADF, ENOTSOCK */
+    int domain = sks__socket_family(fd);
+    if (domain < 0)
+        return domain; /* EBADF, ENOTSOCK */
     len = sizeof(type);
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
         return -errno;

@@ -38,6 +38,10 @@ static int parse_unix(const char *s, sks_addr *out)
         return 0;
     }
     if (*s == '@') {
+        /* Elsewhere a leading NUL would be a path of length 0, or an
+         * error only at bind: say at once that there is no such name. */
+        if (!sks__abstract_names())
+            return -EAFNOSUPPORT;
         /* Abstract name: a leading NUL, then the bytes, "\xHH" decoded. */
         path[n++] = '\0';
         for (s++; *s; n++) {

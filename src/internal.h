@@ -5,6 +5,7 @@
 #define SKS_INTERNAL_H
 
 #include "sockserver.h"
+#include "compat.h"
 
 #include <poll.h>
 #include <pthread.h>

@@ -20,8 +20,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <signal.h>
-#include <sys/sendfile.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -161,39 +159,6 @@ struct op {
     off_t *offset;
 };
 
-/*
- * sendfile(2) takes no MSG_NOSIGNAL: when the peer has gone, the kernel
- * sends SIGPIPE to this thread.  Block it around the call, and if the call
- * failed with EPIPE, take the signal it raised (unless one was pending
- * already) before unblocking: the process never sees it.  Only around the
- * call, never across a wait, where another fiber of this thread may run.
- */
-static ssize_t sendfile_nosignal(int fd, int in_fd, off_t *offset, size_t n)
-{
-    sigset_t pipe_only, old, pending;
-    sigemptyset(&pipe_only);
-    sigaddset(&pipe_only, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
-    sigpending(&pending);
-    bool had_pipe = sigismember(&pending, SIGPIPE) == 1;
-
-    ssize_t r = sendfile(fd, in_fd, offset, n);
-    int err = r < 0 ? errno : 0;
-
-    /* Not only after EPIPE: a sendfile that moved some bytes before the
-     * peer went returns their count, and the kernel may have raised
-     * SIGPIPE all the same (seen on Linux 6.18 under slow readers). */
-    sigpending(&pending);
-    if (!had_pipe && sigismember(&pending, SIGPIPE) == 1) {
-        static const struct timespec no_wait = { 0, 0 };
-        while (sigtimedwait(&pipe_only, NULL, &no_wait) < 0 && errno == EINTR)
-            ;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    errno = err;
-    return r;
-}
-
 static ssize_t attempt(int fd, const struct op *op)
 {
     switch (op->kind) {
@@ -204,9 +169,11 @@ static ssize_t attempt(int fd, const struct op *op)
          * this attempt must never block past the deadline. */
         return recv(fd, op->buf, op->n, MSG_PEEK | MSG_DONTWAIT);
     case OP_SEND:
-        return send(fd, op->data, op->n, MSG_NOSIGNAL);
+        return sks__send_nosigpipe(fd, op->data, op->n, 0, NULL, 0);
     case OP_SENDFILE:
-        return sendfile_nosignal(fd, op->in_fd, op->offset, op->n);
+        /* compat.c blocks SIGPIPE, where it must, around the call only,
+         * never across a wait, where another fiber of this thread may run. */
+        return sks__sendfile_nosigpipe(fd, op->in_fd, op->offset, op->n);
     }
     errno = EINVAL;
     return -1;
@@ -337,8 +304,8 @@ int sks__sendto(int fd, const void *buf, size_t n, const sks_addr *to,
      */
     bool unix_peer = to->u.sa.sa_family == AF_UNIX;
     for (;;) {
-        ssize_t w = sendto(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT, &to->u.sa,
-                           to->len);
+        ssize_t w = sks__send_nosigpipe(fd, buf, n, MSG_DONTWAIT, &to->u.sa,
+                                        to->len);
         if (w >= 0)
             return 0;
         if (unix_peer && errno != EINTR)
@@ -379,12 +346,8 @@ int sks__accept(int fd, sks_addr *peer)
     /* The listener is non-blocking, so a connection reset between the
      * loop's wait and here (or taken by another process sharing the
      * socket) is -EAGAIN, never a block. */
-    int c;
     peer->len = sizeof(peer->u.ss);
-    do
-        c = accept4(fd, &peer->u.sa, &peer->len, SOCK_CLOEXEC);
-    while (c < 0 && errno == EINTR);
-    return c >= 0 ? c : -errno;
+    return sks__accept_blocking(fd, &peer->u.sa, &peer->len);
 }
 
 void sks__close(int fd)

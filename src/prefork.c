@@ -55,7 +55,7 @@ _Noreturn static void run_child(sks_server *srv, struct sks__prefork *pf,
      * pipe (the inherited one is the parent's), no socket file to remove
      * (the parent owns it), and SIGTERM/SIGINT mean "drain and leave". */
     sks__close(srv->wake_rd);
-    if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0)
+    if (sks__pipe(wake) != 0)
         _exit(1);
     srv->wake_rd = wake[0];
     srv->wake_wr = wake[1];

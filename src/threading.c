@@ -31,6 +31,7 @@ struct sks__thread {
     struct threading *th;
     sks_request *req;
     bool tracked;
+    atomic_bool ended; /* set by the thread as its last act */
     struct sks__thread *next;
 };
 
@@ -60,6 +61,8 @@ static void *request_thread(void *arg)
     if (!tracked)
         free(t);
     sks__server_unref(srv);
+    if (tracked)
+        sks__thread_ended(&t->ended);
     return NULL;
 }
 
@@ -84,7 +87,7 @@ static void reap(sks_server *srv, struct threading *th, bool wait)
         if (wait) {
             pthread_join(t->tid, NULL);
             free(t);
-        } else if (pthread_tryjoin_np(t->tid, NULL) == EBUSY) {
+        } else if (sks__thread_tryjoin(t->tid, &t->ended) == EBUSY) {
             t->next = keep;
             keep = t;
         } else {
@@ -137,8 +140,16 @@ int sks_threading_process_request(sks_server *srv, sks_request *req)
     pthread_mutex_unlock(&srv->lock);
 
     sks__server_ref(srv);
-    err = pthread_create(&t->tid, &attr, request_thread, t);
+    /* Into a local: a detached thread may end, and free t, before
+     * pthread_create returns (musl stores the id only once the thread has
+     * started).  A tracked thread's t lives until it is joined, by this
+     * thread (reap) or by close, both after this returns. */
+    bool tracked = t->tracked;
+    pthread_t tid;
+    err = pthread_create(&tid, &attr, request_thread, t);
     pthread_attr_destroy(&attr);
+    if (err == 0 && tracked)
+        t->tid = tid;
     if (err != 0) {
         /* EAGAIN and friends: the loop reports it and closes the request. */
         pthread_mutex_lock(&srv->lock);

@@ -7,7 +7,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <sys/uio.h>
 
 int sks_udp_server_activate(sks_server *srv)
 {
@@ -25,22 +24,8 @@ int sks_udp_server_activate(sks_server *srv)
 static void drain_error_queue(sks_server *srv)
 {
     int family = srv->address.u.sa.sa_family;
-    char buf[512], ctl[512];
-
-    if (family != AF_INET && family != AF_INET6)
-        return;
-    for (int i = 0; i < 64; i++) {
-        struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
-        struct msghdr msg = {
-            .msg_iov = &iov,
-            .msg_iovlen = 1,
-            .msg_control = ctl,
-            .msg_controllen = sizeof(ctl),
-        };
-        if (recvmsg(srv->fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0 &&
-            errno != EINTR)
-            return;
-    }
+    if (family == AF_INET || family == AF_INET6)
+        sks__drain_error_queue(srv->fd);
 }
 
 int sks_udp_get_request(sks_server *srv, sks_request **out)

@@ -31,8 +31,7 @@ static bool is_stale_socket(const sks_server *srv, const char *path)
         return false;
     /* Non-blocking: a live server whose backlog is full would make a
      * blocking connect wait for it; EAGAIN says "alive" at once. */
-    int fd = socket(AF_UNIX, srv->ops->socket_type | SOCK_CLOEXEC |
-                                 SOCK_NONBLOCK, 0);
+    int fd = sks__socket(AF_UNIX, srv->ops->socket_type, true);
     if (fd < 0)
         return false;
     int r;

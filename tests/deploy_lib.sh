@@ -89,16 +89,22 @@ stop() {
 }
 
 # listening PORT: whether something listens on 127.0.0.1:PORT (from
-# /proc, so that asking does not make a connection).
+# /proc, so that asking does not make a connection; where /proc is not
+# mounted, from iproute2's ss, which asks the kernel over netlink).
 listening() {
     local hex
+    if [ ! -r /proc/net/tcp ]; then
+        ss -Hltn "src 127.0.0.1:$1" | grep -q .
+        return
+    fi
     hex=$(printf '0100007F:%04X' "$1")
     awk -v a="$hex" '$2 == a && $4 == "0A" { found = 1 } END { exit !found }' \
         /proc/net/tcp
 }
 
 # free_port: a TCP port nothing on this machine uses now (it may of course
-# be taken before it is bound: callers retry).
+# be taken before it is bound: callers retry; without /proc any port in
+# the range is a candidate).
 free_port() {
     local p
     for ((;;)); do

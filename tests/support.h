@@ -56,7 +56,12 @@ void client_close(int fd);
 /* Sends line, expects exactly the same bytes back. */
 void assert_echo(int fd, const char *line);
 
-/* Process accounting, from /proc. */
+/* Process accounting, from /proc.  Where /proc is not mounted (the BSDs,
+ * macOS, some containers) count_open_fds asks each descriptor instead,
+ * and count_threads and count_children, which have no portable way,
+ * skip the running test and say why: call them only from within a test,
+ * or after proc_mounted() said yes. */
+bool proc_mounted(void);
 int count_open_fds(void);
 int count_threads(void);
 int count_children(void);   /* live or zombie children of this process */
@@ -167,6 +172,27 @@ void barrier_clients_expect_ok(int *c, int n);
 #define UNDER_ASAN 0
 #endif
 
+/* Abstract Unix names ("unix:@name") exist on Linux only; elsewhere, and
+ * in an SKS_PORTABLE build, sks_addr_parse refuses them. */
+#if defined(__linux__) && !defined(SKS_PORTABLE)
+#define HAVE_ABSTRACT_NAMES 1
+#else
+#define HAVE_ABSTRACT_NAMES 0
+#endif
+/* Opens a test about abstract names: where there are none, the test
+ * proves instead that one is refused with -EAFNOSUPPORT, and ends. */
+#define ABSTRACT_NAMES_OR_REFUSED()                                          \
+    do {                                                                     \
+        if (!HAVE_ABSTRACT_NAMES) {                                          \
+            assert_abstract_name_refused();                                  \
+            return;                                                          \
+        }                                                                    \
+    } while (0)
+void assert_abstract_name_refused(void);
+
+/* Says why (a message, "skipped: WHY") and skips the running test: for
+ * what this machine lacks.  Only from within a test. */
+void skip_because(const char *why);
 /* Under ThreadSanitizer only: says why (a message) and skips the test. */
 void skip_under_tsan(const char *why);
 /* Starts and joins a first thread, so that runtime threads started lazily

@@ -386,8 +386,10 @@ static void test_drain_at_timeout_0_under_forking_load(void **state)
 {
     (void)state;
     enum { HOLDERS = 4, LOAD = 16 };
-    if (!example_exists("echo_client"))
+    if (!example_exists("echo_client")) {
+        print_message("echo_client is not built: skipped\n");
         skip();
+    }
     reset_state();
     static sks_server_ops slow;
     slow = *with_hooks(&sks_forking_tcp_ops, 20);

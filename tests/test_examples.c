@@ -168,7 +168,7 @@ static void pick_address(enum kind k, bool alternate, char *buf, size_t cap)
     static int n;
     if (k == TCP || k == UDP) {
         snprintf(buf, cap, "%s", alternate ? "[::1]:0" : "127.0.0.1:0");
-    } else if (alternate) {
+    } else if (alternate && HAVE_ABSTRACT_NAMES) {
         snprintf(buf, cap, "unix:@sks-example-%ld-%d", (long)getpid(), n++);
     } else {
         unix_temp_address(buf, cap);

@@ -9,15 +9,15 @@
 SUITE=test_fiber_aarch64
 . "$(dirname "$0")/deploy_lib.sh"
 
-have aarch64-linux-gnu-gcc ||
-    skip_suite "aarch64-linux-gnu-gcc not found (apt-get install gcc-aarch64-linux-gnu)"
-have qemu-aarch64 || skip_suite "qemu-aarch64 not found (apt-get install qemu-user)"
+suite_needs aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+suite_needs qemu-aarch64 qemu-user
 
-make --no-print-directory -s BUILD="$BUILD" aarch64-build >"$T/build.out" 2>&1 || {
+if [ -z "$SUITE_SKIP" ] &&
+    ! make --no-print-directory -s BUILD="$BUILD" aarch64-fiber-build >"$T/build.out" 2>&1; then
     cat "$T/build.out"
     run_test test_cross_build false
     summary
-}
+fi
 
 # Each binary is bounded in time: qemu runs it at a fraction of native speed.
 test_hand_written_switch() { timeout 120 qemu-aarch64 "$BUILD/aarch64/test_fiber"; }

@@ -15,6 +15,8 @@ SUITE=test_haproxy
 
 suite_needs haproxy haproxy
 suite_needs socat socat
+# listening() asks ss where /proc is not mounted.
+[ -r /proc/net/tcp ] || suite_needs ss iproute2
 
 WHOAMI=$EX/whoami_server
 

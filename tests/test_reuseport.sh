@@ -10,7 +10,7 @@
 SUITE=test_reuseport
 . "$(dirname "$0")/deploy_lib.sh"
 
-have socat || skip_suite "socat not found (apt-get install socat)"
+suite_needs socat socat
 
 WHOAMI=$EX/whoami_server
 N=3

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -170,6 +171,91 @@ static void test_reuse_address_is_set_only_when_asked(void **state)
     ts_serve(&ts, reuse, 0.01);
     assert_serves_echo(&ts);
     ts_stop(&ts);
+}
+
+/* The request socket's flags, as its handler sees them. */
+static atomic_int request_fd_flags = -1, request_fl_flags = -1;
+
+static int flags_handle(sks_handler *h)
+{
+    int fd = sks_wfile_fileno(sks_handler_wfile(h));
+    atomic_store(&request_fd_flags, fcntl(fd, F_GETFD));
+    atomic_store(&request_fl_flags, fcntl(fd, F_GETFL));
+    return echo_one_handle(h);
+}
+
+static const sks_handler_class flags_report = {
+    .setup = sks_stream_setup,
+    .handle = flags_handle,
+    .finish = sks_stream_finish,
+};
+
+/* Every descriptor the server makes is close-on-exec (an exec'd CGI
+ * program must not hold the listener), the listener is non-blocking and
+ * an accepted socket blocking: natively (SOCK_CLOEXEC, accept4) and
+ * through the fcntl fallbacks of an SKS_PORTABLE build alike.  (Linux's
+ * accept never passes the listener's O_NONBLOCK on; a BSD's does, which
+ * the fallback clears.) */
+static void test_server_sockets_are_cloexec_and_requests_blocking(void **state)
+{
+    (void)state;
+    test_server ts;
+    ts_start(&ts, &sks_tcp_ops, "127.0.0.1:0", &flags_report, NULL, 0.01);
+    int lfd = sks_server_fileno(ts.srv);
+    assert_true(fcntl(lfd, F_GETFD) & FD_CLOEXEC);
+    assert_true(fcntl(lfd, F_GETFL) & O_NONBLOCK);
+    assert_echo_once(ts.address, SOCK_STREAM, "flags\n");
+    ts_stop(&ts);
+    assert_true(atomic_load(&request_fd_flags) >= 0);
+    assert_true(atomic_load(&request_fd_flags) & FD_CLOEXEC);
+    assert_false(atomic_load(&request_fl_flags) & O_NONBLOCK);
+}
+
+/* The backlog a listening socket was given, as Linux reports it: for a
+ * socket in LISTEN, TCP_INFO's tcpi_sacked is sk_max_ack_backlog. */
+static int listen_backlog(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len), 0);
+    return (int)ti.tcpi_sacked;
+}
+
+/* The default backlog is the library's (4096, clamped by the kernel to
+ * net.core.somaxconn), not the libc's SOMAXCONN, which musl sets to 128:
+ * the same program queues as many connections whatever libc it links. */
+static void test_default_backlog_is_the_same_on_every_libc(void **state)
+{
+    (void)state;
+    FILE *f = fopen("/proc/sys/net/core/somaxconn", "r");
+    int somaxconn = 0;
+    if (f == NULL)
+        skip_because("needs /proc/sys/net/core/somaxconn");
+    assert_int_equal(fscanf(f, "%d", &somaxconn), 1);
+    fclose(f);
+    int want = somaxconn < 4096 ? somaxconn : 4096;
+    int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(probe >= 0);
+    assert_int_equal(listen(probe, 7), 0);
+    int seen = listen_backlog(probe);
+    close(probe);
+    if (seen != 7)
+        skip_because("TCP_INFO does not report a listener's backlog here "
+                     "(qemu-user does not translate it)");
+
+    sks_server *srv = NULL;
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
+                                    NULL, 0), 0);
+    assert_int_equal(listen_backlog(sks_server_fileno(srv)), want);
+    sks_server_free(srv);
+
+    assert_int_equal(sks_server_new(&srv, &sks_tcp_ops, "127.0.0.1:0", echo,
+                                    NULL, SKS_NO_BIND), 0);
+    assert_int_equal(sks_server_set_request_queue_size(srv, 7), 0);
+    assert_int_equal(sks_server_bind_and_activate(srv), 0);
+    assert_int_equal(listen_backlog(sks_server_fileno(srv)), 7);
+    sks_server_free(srv);
 }
 
 static void test_reuse_port_is_set_only_when_asked(void **state)
@@ -522,6 +608,8 @@ int main(void)
         cmocka_unit_test(test_localhost_name_binds_and_serves),
         cmocka_unit_test(test_reuse_address_is_set_only_when_asked),
         cmocka_unit_test(test_reuse_port_is_set_only_when_asked),
+        cmocka_unit_test(test_default_backlog_is_the_same_on_every_libc),
+        cmocka_unit_test(test_server_sockets_are_cloexec_and_requests_blocking),
         cmocka_unit_test(test_reuse_address_allows_restart_on_the_same_port),
         cmocka_unit_test(test_bind_to_busy_port_is_eaddrinuse_and_leaks_nothing),
         cmocka_unit_test(test_invalid_port_1024_times_leaks_nothing),

@@ -331,6 +331,12 @@ static void test_udp_reply_to_closed_client_does_not_stop_server(void **state)
  */
 static void icmp_error_case(int family)
 {
+#ifdef SKS_PORTABLE
+    /* IP_RECVERR comes with Linux's error queue, which a portable build
+     * does not drain: there is no such option where there is no queue. */
+    (void)family;
+    skip_because("IP_RECVERR and its error queue are Linux's");
+#endif
     const char *address = family == AF_INET6 ? "[::1]:0" : "127.0.0.1:0";
     sks_server *srv = new_unbound(address);
     assert_int_equal(sks_server_bind_and_activate(srv), 0);

@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include "fuzz.h"
+#include "../../src/compat.h"
 
 #include <errno.h>
 #include <string.h>
@@ -116,6 +117,17 @@ static int dg_client(const sks_addr *server, const char *bind_to)
     return fd;
 }
 
+/* A Unix name of this process for tag: abstract where there are such
+ * names, else a file in /tmp (removed by fuzz_datagram_cleanup). */
+static void dg_unix_name(char *buf, size_t cap, const char *tag)
+{
+    if (sks__abstract_names())
+        snprintf(buf, cap, "unix:@sks-fuzz-%s-%ld", tag, (long)getpid());
+    else
+        snprintf(buf, cap, "unix:/tmp/sks-fuzz-%s-%ld.sock", tag,
+                 (long)getpid());
+}
+
 static void dg_setup(void)
 {
     char name[SKS_ADDRSTRLEN];
@@ -124,8 +136,7 @@ static void dg_setup(void)
     for (int i = 0; i < 2; i++) {
         dg.ops[i].handle_error = dg_handle_error;
         if (i == 0)
-            snprintf(name, sizeof(name), "unix:@sks-fuzz-dgram-%ld",
-                     (long)getpid());
+            dg_unix_name(name, sizeof(name), "dgram");
         else
             snprintf(name, sizeof(name), "127.0.0.1:0");
         FUZZ_CHECK(sks_server_new(&dg.srv[i], &dg.ops[i], name, &dg_class,
@@ -133,8 +144,7 @@ static void dg_setup(void)
         /* Bounded: the datagram is queued before handle_request runs. */
         FUZZ_CHECK(sks_server_set_timeout(dg.srv[i], 5.0) == 0);
     }
-    snprintf(name, sizeof(name), "unix:@sks-fuzz-dgram-client-%ld",
-             (long)getpid());
+    dg_unix_name(name, sizeof(name), "dgram-client");
     dg.client[0] = dg_client(sks_server_address(dg.srv[0]), name);
     dg.client[1] = dg_client(sks_server_address(dg.srv[1]), "127.0.0.1:0");
     dg.unnamed = dg_client(sks_server_address(dg.srv[0]), NULL);
@@ -201,6 +211,13 @@ void fuzz_datagram_cleanup(void)
         close(dg.client[i]);
     }
     close(dg.unnamed);
+    if (!sks__abstract_names()) {
+        char name[SKS_ADDRSTRLEN];
+        dg_unix_name(name, sizeof(name), "dgram");
+        unlink(name + 5);
+        dg_unix_name(name, sizeof(name), "dgram-client");
+        unlink(name + 5);
+    }
     free(dg.written);
     dg.written = NULL;
     dg.written_cap = 0;
