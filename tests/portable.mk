@@ -16,6 +16,9 @@
 
 # The test binaries of the native build, under another build directory.
 sks_tests_in = $(patsubst $(BUILD)/%,$(1)/%,$(TEST_BIN))
+# musl has no ucontext, which the fiber switch's forced portable fallback
+# needs for a fiber's first entry; musl builds use the hand-written switch.
+MUSL_TESTS = $(filter-out %/test_fiber_portable,$(call sks_tests_in,$(MUSL_BUILD)))
 
 # ------------------------------------------------------------------ musl
 # Debian has no cmocka built for musl, but cmocka is one C file: it is
@@ -56,8 +59,8 @@ $(MUSL_CMOCKA)/libcmocka.a:
 	$(AR) rcs $@ $(MUSL_CMOCKA)/cmocka.o
 
 test-musl: musl-cmocka
-	@$(MUSL_MAKE) all $(call sks_tests_in,$(MUSL_BUILD))
-	@BUILD=$(MUSL_BUILD) ./tests/run_tests.sh $(call sks_tests_in,$(MUSL_BUILD)) $(TEST_SCRIPTS)
+	@$(MUSL_MAKE) all $(MUSL_TESTS)
+	@BUILD=$(MUSL_BUILD) ./tests/run_tests.sh $(MUSL_TESTS) $(TEST_SCRIPTS)
 
 # ------------------------------------------------------------------ aarch64
 # Debian's cross compiler, and cmocka and the C library for arm64 from
