@@ -35,6 +35,10 @@
 # about 2 x (SLOW_SECONDS + 10) s.
 SUITE=test_slowloris
 . "$(dirname "$0")/deploy_lib.sh"
+# The figures asserted on (the server's descriptors, threads and RSS)
+# come from /proc: without it (make test-noproc) the suite says so.
+[ -r /proc/self/status ] ||
+    SUITE_SKIP="needs /proc (the server's descriptor, thread and RSS counts)"
 
 SERVER=$EX/http_file_server
 CONNS=${SLOW_CONNS:-2000}
