@@ -1,7 +1,8 @@
 /*
  * fiber_loop.c - a fiber loop: one thread, one readiness backend
- * (fiber_poller.h: epoll on Linux), the fibers it runs, and the timer heap
- * that keeps their deadlines.  The fiber model runs one per core; this file knows nothing of servers.
+ * (fiber_poller.h: epoll on Linux, poll elsewhere), the fibers it runs,
+ * and the timer heap that keeps their deadlines.  The fiber model runs one
+ * per core; this file knows nothing of servers.
  *
  * A fiber that got EAGAIN parks in its descriptor's reader or writer slot,
  * and the backend is told the descriptor's new interest; the backend

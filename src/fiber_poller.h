@@ -5,6 +5,9 @@
  * compiles to code; the others compile to nothing:
  *
  *   fiber_poller_epoll.c   Linux: epoll, edge-triggered, and an eventfd
+ *   fiber_poller_poll.c    elsewhere (macOS, the BSDs), and on Linux with
+ *                          SKS_PORTABLE (make test-portable): poll(2) and
+ *                          a pipe; see there for how far it scales
  *
  * The loop keeps which fibers wait on what; a backend keeps only what its
  * kernel interface needs per descriptor.  A backend belongs to the loop's
@@ -16,8 +19,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#if defined(__linux__)
+#if defined(__linux__) && !defined(SKS_PORTABLE)
 #define SKS__POLLER_EPOLL 1
+#else
+#define SKS__POLLER_POLL 1
 #endif
 
 struct sks__poller;

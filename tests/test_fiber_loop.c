@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,6 +387,70 @@ static void test_descriptors_never_registered_wait_one_shot(void **state)
     close(foreign_rd[1]);
 }
 
+/* More descriptors ready at once than one wait of the loop reports
+ * (BATCH, 256), in every round, woken in a different order each round,
+ * half of them registered and half never registered: every reader gets
+ * every byte, in order.  With poll, descriptors join and leave its array
+ * as their readers park and wake, in an order that moves entries around. */
+#define CROWD 300
+#define CROWD_ROUNDS 4
+
+static int crowd[CROWD][2];
+static int crowd_got[CROWD];
+
+static void crowd_reader(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    int fd = crowd[i][0];
+    if (i % 2 == 0 && sks__floop_register(fd) != 0)
+        return;
+    for (int round = 0; round < CROWD_ROUNDS; round++) {
+        char c;
+        if (fiber_read(fd, &c, 1, sks__now() + 10) != 1 || c != 'a' + round)
+            break;
+        crowd_got[i]++;
+    }
+    if (i % 2 == 0)
+        sks__floop_forget(fd);
+}
+
+static void crowd_writer(void *arg)
+{
+    (void)arg;
+    static const int step[CROWD_ROUNDS] = { 1, 7, 299, 151 };
+    for (int round = 0; round < CROWD_ROUNDS; round++) {
+        char c = (char)('a' + round);
+        for (int k = 0; k < CROWD; k++) {
+            int i = (k * step[round] + round) % CROWD;
+            if (write(crowd[i][1], &c, 1) != 1)
+                return;
+        }
+        /* Lets every reader park on its next byte before the next round. */
+        if (sks__floop_sleep(sks__now() + 0.01) != 0)
+            return;
+    }
+}
+
+static void test_more_ready_at_once_than_one_wait_reports(void **state)
+{
+    (void)state;
+    for (int i = 0; i < CROWD; i++) {
+        nonblocking_pair(crowd[i]);
+        crowd_got[i] = 0;
+    }
+    new_loop();
+    for (int i = 0; i < CROWD; i++)
+        assert_int_equal(sks__floop_spawn(loop, crowd_reader,
+                                          (void *)(intptr_t)i), 0);
+    assert_int_equal(sks__floop_spawn(loop, crowd_writer, NULL), 0);
+    run_and_free();
+    for (int i = 0; i < CROWD; i++) {
+        assert_int_equal(crowd_got[i], CROWD_ROUNDS);
+        close(crowd[i][0]);
+        close(crowd[i][1]);
+    }
+}
+
 static char yield_trace[8];
 static int nyield;
 
@@ -746,6 +811,7 @@ int main(void)
         cmocka_unit_test(test_sleepers_wake_in_deadline_order),
         cmocka_unit_test(test_an_edge_nobody_waited_for_is_not_lost),
         cmocka_unit_test(test_descriptors_never_registered_wait_one_shot),
+        cmocka_unit_test(test_more_ready_at_once_than_one_wait_reports),
         cmocka_unit_test(test_yield_lets_the_others_run_first),
         cmocka_unit_test(test_cancel_from_another_thread_ends_every_wait),
         cmocka_unit_test(test_blocking_work_runs_on_a_helper_while_fibers_run),
