@@ -119,10 +119,11 @@ $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(wildcard include/*
 # The fiber switch's portable fallback, forced on this architecture so that
 # it is tested here too: the test links the fiber files without the
 # library, and without the assembly files, so no hand-written switch can
-# stand in for it.
-FIBER_SRC := src/fiber_switch.c src/fiber_stack.c src/fiber_ctx_portable.c
+# stand in for it (compat.c has the stacks' mapping flags).
+FIBER_SRC := src/fiber_switch.c src/fiber_stack.c src/fiber_ctx_portable.c \
+	src/compat.c
 TEST_BIN  += $(BUILD)/tests/test_fiber_portable
-$(BUILD)/tests/test_fiber_portable: tests/test_fiber.c $(FIBER_SRC) src/internal.h \
+$(BUILD)/tests/test_fiber_portable: tests/test_fiber.c $(FIBER_SRC) src/internal.h src/compat.h \
 		| $(BUILD)/tests
 	$(CC) $(CFLAGS) -DSKS_FIBER_PORTABLE $< $(FIBER_SRC) -lcmocka $(LDLIBS) -o $@
 
@@ -135,7 +136,7 @@ AARCH64_FIBER_BIN := $(BUILD)/aarch64/test_fiber $(BUILD)/aarch64/test_fiber_por
 AARCH64_CFLAGS := -O2 -g -static -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) \
 	-Iinclude -Itests/cross
 $(AARCH64_FIBER_BIN): tests/test_fiber.c tests/cross/cmocka.h $(FIBER_SRC) \
-		src/fiber_ctx_aarch64.S src/internal.h
+		src/fiber_ctx_aarch64.S src/internal.h src/compat.h
 	@mkdir -p $(@D)
 	$(AARCH64_CC) $(AARCH64_CFLAGS) $(if $(findstring portable,$@),-DSKS_FIBER_PORTABLE) \
 	  $< $(FIBER_SRC) src/fiber_ctx_aarch64.S -lm -o $@

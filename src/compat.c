@@ -8,7 +8,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -302,4 +304,46 @@ void sks__drain_error_queue(int fd)
 bool sks__abstract_names(void)
 {
     return HAVE_LINUX;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Processors and memory                                                     */
+
+size_t sks__cpus_allowed(void)
+{
+#if HAVE_LINUX
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return (size_t)CPU_COUNT(&set);
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (size_t)n : 1;
+}
+
+/* MAP_NORESERVE is gone from FreeBSD, MAP_STACK is missing on macOS (and
+ * required for stacks on OpenBSD), MADV_NOHUGEPAGE is Linux's only. */
+#if defined(MAP_NORESERVE) && !defined(SKS_PORTABLE)
+#define STACK_NORESERVE MAP_NORESERVE
+#else
+#define STACK_NORESERVE 0
+#endif
+#if defined(MAP_STACK) && !defined(SKS_PORTABLE)
+#define STACK_FLAG MAP_STACK
+#else
+#define STACK_FLAG 0
+#endif
+
+void *sks__map_stack(size_t len)
+{
+    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | STACK_NORESERVE | STACK_FLAG,
+                     -1, 0);
+#ifdef MADV_NOHUGEPAGE
+    /* Advice, which a kernel without transparent huge pages refuses; kept
+     * under SKS_PORTABLE, where there is no fallback to exercise and the
+     * suite checks that the advice took. */
+    if (map != MAP_FAILED)
+        (void)madvise(map, len, MADV_NOHUGEPAGE);
+#endif
+    return map;
 }

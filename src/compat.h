@@ -56,4 +56,14 @@ void sks__drain_error_queue(int fd);
 /* Whether "unix:@name" (Linux's abstract namespace) can be used. */
 bool sks__abstract_names(void);
 
+/* How many CPUs this process may run on (its affinity mask where the
+ * platform has one, else the CPUs online): at least 1. */
+size_t sks__cpus_allowed(void);
+
+/* len bytes of anonymous read-write memory for a fiber stack (len a
+ * multiple of the page size), or MAP_FAILED with errno: reserved without
+ * swap and marked a stack where the platform has the flags for it, and
+ * without transparent huge pages where Linux has them (advice only). */
+void *sks__map_stack(size_t len);
+
 #endif

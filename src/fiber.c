@@ -24,7 +24,6 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -320,15 +319,6 @@ static void end_loops(struct fiber_model *fm, bool cancel)
     fm->n = 0;
 }
 
-static size_t cpus_allowed(void)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
-        return (size_t)CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (size_t)n : 1;
-}
-
 static int start_loops(sks_server *srv, struct fiber_model *fm)
 {
     /* A previous serve_forever's loops: let their handlers finish. */
@@ -340,7 +330,7 @@ static int start_loops(sks_server *srv, struct fiber_model *fm)
             return err;
         fm->pool_started = true;
     }
-    size_t n = fm->loops ? fm->loops : cpus_allowed();
+    size_t n = fm->loops ? fm->loops : sks__cpus_allowed();
     fm->lp = calloc(n, sizeof(*fm->lp));
     if (fm->lp == NULL)
         return -ENOMEM;

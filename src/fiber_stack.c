@@ -3,12 +3,11 @@
  *
  * A stack is one anonymous mapping: a PROT_NONE guard page at the low end
  * (stacks grow down), the stack, and the descriptor in its last bytes.
- * Reserved with MAP_NORESERVE, so a 256 KiB stack costs only the pages its
- * fiber touched.  A free stack goes back to its owner's cache (a LIFO
+ * Reserved without swap where the platform can (sks__map_stack), and in
+ * any case a 256 KiB stack costs only the pages its fiber touched.  A free stack goes back to its owner's cache (a LIFO
  * list: the most recently used stack has the most pages still resident
  * and cached) until max_free are kept; beyond that it is unmapped.
  */
-#define _GNU_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE, MAP_STACK, madvise */
 #include "internal.h"
 
 #include <errno.h>
@@ -64,9 +63,7 @@ static int map_stack(size_t size, struct sks__stack **out)
 {
     size_t page = page_size();
     size_t len = page + size;
-    char *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-                     -1, 0);
+    char *map = sks__map_stack(len);
     if (map == MAP_FAILED)
         return -errno;
     if (mprotect(map, page, PROT_NONE) != 0) {
@@ -74,9 +71,6 @@ static int map_stack(size_t size, struct sks__stack **out)
         (void)munmap(map, len);
         return err;
     }
-    /* Advice only: a kernel without transparent huge pages refuses it. */
-    (void)madvise(map + page, size, MADV_NOHUGEPAGE);
-
     struct sks__stack *s = (struct sks__stack *)(map + len) - 1;
     s->lo = map + page;
     s->map_len = len;
