@@ -116,16 +116,24 @@ test-portable: check-compat check-cmocka
 	@BUILD=$(PORTABLE_BUILD) ./tests/run_tests.sh $(call sks_tests_in,$(PORTABLE_BUILD)) $(TEST_SCRIPTS)
 
 # Nothing in the library or its examples outside the portability pair
-# (src/compat.c, src/compat.h) names a Linux-only call or constant;
-# comment lines may.
+# (src/compat.c, src/compat.h) and the fiber loop's epoll backend
+# (src/fiber_poller_epoll.c) names a Linux-only call, type or constant;
+# comment lines may.  The second line is the fiber model's: epoll and
+# eventfd (the poll backend stands in), the CPU affinity mask, and the
+# stack mapping's flags.
 COMPAT_NAMES := accept4 pipe2 SOCK_CLOEXEC SOCK_NONBLOCK MSG_NOSIGNAL \
 	SO_NOSIGPIPE sendfile sigtimedwait pthread_tryjoin_np SO_DOMAIN \
-	MSG_ERRQUEUE IP_RECVERR IPV6_RECVERR strerrorname_np pthread_getattr_np
-COMPAT_SCOPE := $(filter-out src/compat.c src/compat.h,$(wildcard src/*.c src/*.h)) \
+	MSG_ERRQUEUE IP_RECVERR IPV6_RECVERR strerrorname_np pthread_getattr_np \
+	epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait epoll_event \
+	EPOLLIN EPOLLOUT EPOLLET EPOLLRDHUP EPOLLONESHOT POLLRDHUP eventfd \
+	EFD_CLOEXEC EFD_NONBLOCK sched_getaffinity cpu_set_t CPU_COUNT \
+	MAP_NORESERVE MAP_STACK MADV_NOHUGEPAGE
+COMPAT_FILES := src/compat.c src/compat.h src/fiber_poller_epoll.c
+COMPAT_SCOPE := $(filter-out $(COMPAT_FILES),$(wildcard src/*.c src/*.h)) \
 	include/sockserver.h $(wildcard examples/*.c examples/*.h)
 check-compat:
 	@bad=$$(grep -nwE '$(subst $(eval ) ,|,$(strip $(COMPAT_NAMES)))' $(COMPAT_SCOPE) | \
 	  grep -vE '^[^:]+:[0-9]+:[[:space:]]*(/\*|\*|//)'); \
 	if [ -n "$$bad" ]; then echo "$$bad"; \
-	  echo "check-compat: Linux-only names outside src/compat.c (above)"; exit 1; fi; \
-	echo "check-compat: no Linux-only name outside src/compat.c ($(words $(COMPAT_NAMES)) names, $(words $(COMPAT_SCOPE)) files)"
+	  echo "check-compat: Linux-only names outside $(COMPAT_FILES) (above)"; exit 1; fi; \
+	echo "check-compat: no Linux-only name outside $(COMPAT_FILES) ($(words $(COMPAT_NAMES)) names, $(words $(COMPAT_SCOPE)) files)"
