@@ -17,7 +17,9 @@
  * x20 = arg, x29 = 0 (the end of the frame chain) and x30 =
  * sks__fctx_start.
  */
-#if defined(__aarch64__) && !defined(SKS_FIBER_PORTABLE)
+/* ELF only (Linux, the BSDs): Mach-O (macOS) spells symbols and sections
+ * otherwise, and uses fiber_ctx_portable.c. */
+#if defined(__aarch64__) && defined(__ELF__) && !defined(SKS_FIBER_PORTABLE)
 
         .text
 
@@ -115,4 +117,6 @@ sks__fctx_start:
         .size   sks__fctx_start, .-sks__fctx_start
 
 #endif
+#ifdef __ELF__
         .section .note.GNU-stack, "", %progbits
+#endif

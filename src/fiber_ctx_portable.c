@@ -1,7 +1,8 @@
 /*
  * fiber_ctx_portable.c - the fiber context switch where there is no
- * hand-written one (and on any architecture with -DSKS_FIBER_PORTABLE, so
- * that this file is tested where the others are used).
+ * hand-written one (another CPU, or macOS, whose Mach-O the assembly files
+ * are not written for), and on any architecture with -DSKS_FIBER_PORTABLE,
+ * so that this file is tested where the others are used.
  *
  * ucontext is used once per fiber, to enter its stack the first time;
  * every later switch is _setjmp/_longjmp, which save no signal mask and
@@ -17,10 +18,12 @@
  * stack, which is the whole point here. */
 #undef _FORTIFY_SOURCE
 #define _GNU_SOURCE /* ucontext: gone from POSIX.1-2008 */
+#define _XOPEN_SOURCE 700 /* macOS: its ucontext_t is complete only so */
 
 #include "internal.h"
 
-#if defined(SKS_FIBER_PORTABLE) || !(defined(__x86_64__) || defined(__aarch64__))
+#if defined(SKS_FIBER_PORTABLE) || !defined(__ELF__) ||                      \
+    !(defined(__x86_64__) || defined(__aarch64__))
 
 #include <fenv.h>
 #include <setjmp.h>

@@ -17,7 +17,9 @@
  * r12 = arg, rbp = 0 (the end of the frame-pointer chain) and a return
  * address of sks__fctx_start.
  */
-#if defined(__x86_64__) && !defined(SKS_FIBER_PORTABLE)
+/* ELF only (Linux, the BSDs): Mach-O (macOS) spells symbols and sections
+ * otherwise, and uses fiber_ctx_portable.c. */
+#if defined(__x86_64__) && defined(__ELF__) && !defined(SKS_FIBER_PORTABLE)
 
         .text
 
@@ -122,4 +124,6 @@ sks__fctx_start:
         .size   sks__fctx_start, .-sks__fctx_start
 
 #endif
+#ifdef __ELF__
         .section .note.GNU-stack, "", @progbits
+#endif
