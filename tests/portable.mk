@@ -71,16 +71,19 @@ test-musl: musl-cmocka
 #
 # The tests left out need what user-mode emulation does not give:
 # test_examples and test_mixins exec the example programs (an aarch64
-# program cannot exec another without binfmt_misc); test_pool and
-# test_threading count this process's threads, and qemu adds its own;
-# test_faults's connection resets arrive differently through qemu's
-# socket layer.  Add a test here by its name (e.g. a fiber switch test).
+# program cannot exec another without binfmt_misc); test_pool,
+# test_threading and test_fiber_model count this process's threads, and
+# qemu adds its own; test_faults's connection resets arrive differently
+# through qemu's socket layer.  Add a test here by its name.  The fiber loop runs here
+# on the hand-written aarch64 switch (tests/test_fiber_aarch64.sh runs
+# the switch's own tests, in make test).
 AARCH64_BUILD := build/aarch64
 AARCH64_CC    ?= aarch64-linux-gnu-gcc
 AARCH64_LIBS  := /usr/lib/aarch64-linux-gnu
 AARCH64_TESTS ?= test_address test_stream test_tcp test_udp test_unix \
 	test_hooks test_lifecycle test_drain test_activation test_forking \
-	test_prefork test_proxy test_sendfile test_fuzz_corpus test_tables
+	test_prefork test_proxy test_sendfile test_fuzz_corpus test_tables \
+	test_fiber_loop
 AARCH64_BIN   := $(AARCH64_TESTS:%=$(AARCH64_BUILD)/tests/%)
 
 check-aarch64:
