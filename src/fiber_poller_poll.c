@@ -134,17 +134,17 @@ int sks__poller_wait(struct sks__poller *p, int timeout_ms,
     int n = poll(p->pfd, (nfds_t)p->npfd, timeout_ms);
     if (n <= 0)
         return n == 0 || errno == EINTR ? 0 : -errno;
-    int out = 0;
-    if (p->pfd[0].revents != 0) {
-        char buf[64];
-        while (read(p->wake[0], buf, sizeof buf) == (ssize_t)sizeof buf)
-            ;
-        ev[out++] = (struct sks__poll_event){ .fd = -1 };
+    /* Descriptors first, the wake-up last: epoll reports in the order
+     * things happened, and a drain shuts a connection down before it
+     * cancels the loop, so its handler sees the end of input first.  The
+     * scan stops once it has found all n, and when more are ready than
+     * max, the next wait's report starts where this one stopped, so the
+     * first entries cannot starve the rest (nor the wake-up, which stays
+     * pending until there is room for it). */
+    bool woken = p->pfd[0].revents != 0;
+    if (woken)
         n--;
-    }
-    /* The scan stops once it has found all n, and when more are ready
-     * than max, the next wait's report starts where this one stopped, so
-     * the first entries cannot starve the rest. */
+    int out = 0;
     size_t m = p->npfd - 1;
     for (size_t k = 0; k < m && n > 0; k++) {
         size_t i = 1 + (p->scan + k) % m;
@@ -157,6 +157,12 @@ int sks__poller_wait(struct sks__poller *p, int timeout_ms,
         ev[out++] = (struct sks__poll_event){
             .fd = p->pfd[i].fd, .ready = ready_of(p->pfd[i].revents) };
         n--;
+    }
+    if (woken && out < max) {
+        char buf[64];
+        while (read(p->wake[0], buf, sizeof buf) == (ssize_t)sizeof buf)
+            ;
+        ev[out++] = (struct sks__poll_event){ .fd = -1 };
     }
     return out;
 }
