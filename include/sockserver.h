@@ -779,13 +779,15 @@ SKS_EXTERN extern const sks_server_ops sks_prefork_udp_ops;
  * FiberMixIn (no Python counterpart; gevent's StreamServer is the
  * nearest): each request runs finish_request then shutdown_request as a
  * fiber, a coroutine with its own stack, on one of `loops` threads, each
- * with its own epoll instance.  The handler is written as for threads:
+ * with its own epoll instance (poll(2) where there is no epoll, which
+ * scales to a few thousand parked connections per loop).  The handler is written as for threads:
  * blocking reads and writes through rfile and wfile park the fiber until
  * the socket is ready or the operation's deadline passes (-ETIMEDOUT), so
  * an idle connection costs a few kilobytes, not a thread.  One line
  * switches a server: sks_fiber_tcp_ops for sks_threading_tcp_ops.
  *
- * - Loops: one per CPU the process may run on (sched_getaffinity), or
+ * - Loops: one per CPU the process may run on (its affinity mask where
+ *   the platform has one, else the CPUs online), or
  *   sks_server_set_fiber_loops().  The loops share the listening socket;
  *   each accepts in batches and backs off on its own when descriptors run
  *   out.  A fiber stays on its loop for life, so thread-local state is
