@@ -1,8 +1,10 @@
 /*
  * fiber_ctx_portable.c - the fiber context switch where there is no
  * hand-written one (another CPU, or macOS, whose Mach-O the assembly files
- * are not written for), and on any architecture with -DSKS_FIBER_PORTABLE,
- * so that this file is tested where the others are used.
+ * are not written for), and on any architecture with -DSKS_FIBER_PORTABLE
+ * (this file alone) or -DSKS_PORTABLE (every fallback: make test-portable
+ * runs the fiber model on it), so that it is tested where the others are
+ * used.
  *
  * ucontext is used once per fiber, to enter its stack the first time;
  * every later switch is _setjmp/_longjmp, which save no signal mask and
@@ -22,8 +24,8 @@
 
 #include "internal.h"
 
-#if defined(SKS_FIBER_PORTABLE) || !defined(__ELF__) ||                      \
-    !(defined(__x86_64__) || defined(__aarch64__))
+#if defined(SKS_FIBER_PORTABLE) || defined(SKS_PORTABLE) ||                \
+    !defined(__ELF__) || !(defined(__x86_64__) || defined(__aarch64__))
 
 #include <fenv.h>
 #include <setjmp.h>

@@ -19,7 +19,8 @@
  */
 /* ELF only (Linux, the BSDs): Mach-O (macOS) spells symbols and sections
  * otherwise, and uses fiber_ctx_portable.c. */
-#if defined(__x86_64__) && defined(__ELF__) && !defined(SKS_FIBER_PORTABLE)
+#if defined(__x86_64__) && defined(__ELF__) && !defined(SKS_FIBER_PORTABLE) && \
+    !defined(SKS_PORTABLE)
 
         .text
 

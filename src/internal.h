@@ -498,7 +498,8 @@ int sks__proxy_accept(sks_server *srv, sks_request *req);
 /*
  * Fibers: the context switch and the stacks (fiber_switch.c, fiber_stack.c,
  * and one platform file: fiber_ctx_x86_64.S, fiber_ctx_aarch64.S (ELF), or
- * fiber_ctx_portable.c elsewhere or when SKS_FIBER_PORTABLE is defined).
+ * fiber_ctx_portable.c elsewhere or when SKS_FIBER_PORTABLE or
+ * SKS_PORTABLE is defined).
  * Thread safety: none; a fiber, and the stack cache it came from, belong to
  * one thread for life (a fiber never migrates, so __thread state stays
  * valid inside it).
