@@ -837,6 +837,16 @@ SKS_EXTERN int sks_server_set_fiber_loops(sks_server *srv, size_t n);
 SKS_EXTERN int sks_server_set_fiber_stack_size(sks_server *srv, size_t bytes);
 SKS_EXTERN int sks_server_set_fiber_watchdog(sks_server *srv, double seconds);
 SKS_EXTERN size_t sks_server_fiber_stalls(const sks_server *srv);
+/*
+ * Read buffers (rbufsize bytes each) the fiber server's connections hold
+ * now.  A fiber waiting for input with nothing buffered (a handler parked
+ * in readline between requests) gives its buffer back to its loop's pool
+ * and takes one when the bytes come, so idle connections hold none; a
+ * partial line keeps its buffer.  0 for a server of another model, whose
+ * connections each keep theirs.  Thread safety: any thread, but not
+ * during sks_server_close or while serve_forever starts.
+ */
+SKS_EXTERN size_t sks_server_fiber_read_buffers(const sks_server *srv);
 
 /*
  * For handlers, whatever the model.  sks_run_blocking runs fn(arg) and

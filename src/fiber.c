@@ -38,6 +38,9 @@
 #define LIMIT_RECHECK 0.02
 #define BACKOFF_FIRST_MS 5
 #define BACKOFF_MAX_MS 100
+/* Free read buffers a loop keeps: only fibers between a wake-up and their
+ * next park hold one, a handful at a time on one thread. */
+#define POOL_KEEP 64
 
 struct fiber_model;
 
@@ -55,6 +58,13 @@ struct fiber_loop {
     double resume;
     unsigned long resumes_seen;       /* the watchdog's last sample */
     unsigned held;                    /* samples in a row it was held */
+    /* Read buffers lent to this loop's connections while they read (the
+     * wait backend's take and give): free ones of pool_size bytes, and
+     * how many are out (written by this loop only, read by any thread). */
+    size_t pool_size;
+    unsigned pool_nfree;
+    void *pool[POOL_KEEP];
+    atomic_size_t lent;
 };
 
 struct fiber_model {
@@ -118,9 +128,42 @@ static int fiber_wait(struct pollfd *fds, size_t n, double deadline)
     }
 }
 
+static void count_lent(struct fiber_loop *lp, int by)
+{
+    size_t n = atomic_load_explicit(&lp->lent, memory_order_relaxed);
+    atomic_store_explicit(&lp->lent, n + (size_t)by, memory_order_relaxed);
+}
+
+/* A loop's pool is of one size, the first given back (a server's rfiles
+ * all have its handler class's rbufsize); other sizes are malloc'd. */
+static void *fiber_take(size_t size)
+{
+    struct fiber_loop *lp = this_loop;
+    void *buf = lp->pool_nfree > 0 && size == lp->pool_size
+                    ? lp->pool[--lp->pool_nfree]
+                    : malloc(size);
+    if (buf != NULL)
+        count_lent(lp, 1);
+    return buf;
+}
+
+static void fiber_give(void *buf, size_t size)
+{
+    struct fiber_loop *lp = this_loop;
+    count_lent(lp, -1);
+    if (lp->pool_size == 0)
+        lp->pool_size = size;
+    if (size == lp->pool_size && lp->pool_nfree < POOL_KEEP)
+        lp->pool[lp->pool_nfree++] = buf;
+    else
+        free(buf);
+}
+
 static const sks__wait_backend fiber_backend = {
     .name = "fiber",
     .wait = fiber_wait,
+    .take = fiber_take,
+    .give = fiber_give,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -312,6 +355,8 @@ static void end_loops(struct fiber_model *fm, bool cancel)
         if (lp->started)
             pthread_join(lp->thread, NULL);
         sks__floop_free(lp->fl);
+        while (lp->pool_nfree > 0)
+            free(lp->pool[--lp->pool_nfree]);
         pthread_cond_destroy(&lp->acceptor_gone);
         pthread_mutex_destroy(&lp->lock);
     }
@@ -556,6 +601,15 @@ size_t sks_server_fiber_stalls(const sks_server *srv)
 {
     struct fiber_model *fm = sks__model_state(srv, &sks__fiber_model);
     return fm != NULL ? atomic_load(&fm->stalls) : 0;
+}
+
+size_t sks_server_fiber_read_buffers(const sks_server *srv)
+{
+    struct fiber_model *fm = sks__model_state(srv, &sks__fiber_model);
+    size_t n = 0;
+    for (size_t i = 0; fm != NULL && i < fm->n; i++)
+        n += atomic_load_explicit(&fm->lp[i].lent, memory_order_relaxed);
+    return n;
 }
 
 int sks_run_blocking(sks_handler *h, void (*fn)(void *), void *arg)

@@ -4,7 +4,8 @@
  * check under the fiber tables too): how its mixin composes, its loops and
  * threads, a fiber staying on its thread, per-operation timeouts from the
  * timer heap, blocking work and sleeps that leave the loop free, the
- * watchdog, and handle_request outside serve_forever.
+ * watchdog, handle_request outside serve_forever, and idle connections
+ * that hold no read buffer.
  */
 #define _GNU_SOURCE
 #include "support.h"
@@ -12,6 +13,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -55,6 +57,7 @@ static void test_setters_check_values_and_ignore_other_models(void **state)
     assert_int_equal(sks_server_set_fiber_watchdog(srv, -1), -EINVAL);
     assert_int_equal(sks_server_set_fiber_watchdog(srv, NAN), -EINVAL);
     assert_int_equal(sks_server_fiber_stalls(srv), 0);
+    assert_int_equal(sks_server_fiber_read_buffers(srv), 0);
     sks_server_free(srv);
 }
 
@@ -304,6 +307,64 @@ static void test_the_watchdog_reports_a_handler_holding_its_loop(void **state)
     ts_stop(&ts);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Idle memory                                                               */
+
+struct buffers_at {
+    sks_server *srv;
+    size_t want;
+};
+
+static bool read_buffers_at(void *arg)
+{
+    struct buffers_at *b = arg;
+    return sks_server_fiber_read_buffers(b->srv) == b->want;
+}
+
+static void assert_read_buffers(sks_server *srv, size_t want)
+{
+    struct buffers_at b = { srv, want };
+    if (!wait_until(read_buffers_at, &b, 5000))
+        fail_msg("%zu read buffers held, not %zu",
+                 sks_server_fiber_read_buffers(srv), want);
+}
+
+/* A fiber parked in readline with nothing buffered holds no read buffer:
+ * neither before its first byte nor between requests; a partial line
+ * keeps one until the line is complete. */
+static void test_idle_connections_hold_no_read_buffer(void **state)
+{
+    (void)state;
+    enum { N = 50 };
+    sks_server *srv = ts_new(&sks_fiber_tcp_ops, "127.0.0.1:0",
+                             &echo_lines_stream, NULL, 0);
+    assert_int_equal(sks_server_set_fiber_loops(srv, 2), 0);
+    test_server ts;
+    ts_serve(&ts, srv, 0.05);
+    int c[N];
+    for (int i = 0; i < N; i++) {
+        c[i] = client_connect(ts.address);
+        assert_true(c[i] >= 0);
+    }
+    assert_true(wait_stat_at(srv, offsetof(sks_stats, active), N, 5000));
+    assert_read_buffers(srv, 0);
+    for (int i = 0; i < N; i++)
+        assert_echo(c[i], "first\n");
+    assert_read_buffers(srv, 0);
+
+    assert_int_equal(client_send_all(c[7], "part", 4), 0);
+    assert_read_buffers(srv, 1);
+    assert_echo(c[8], "other\n");
+    assert_read_buffers(srv, 1);
+    assert_int_equal(client_send_all(c[7], "ial\n", 4), 0);
+    assert_line(c[7], "partial\n");
+    assert_read_buffers(srv, 0);
+
+    for (int i = 0; i < N; i++)
+        client_close(c[i]);
+    ts_stop(&ts);
+}
+
 /* handle_request from an ordinary thread runs the request there. */
 static void test_handle_request_outside_the_loops_runs_in_place(void **state)
 {
@@ -332,6 +393,7 @@ int main(void)
         cmocka_unit_test(test_blocking_work_under_threads_runs_in_the_thread),
         cmocka_unit_test(test_the_watchdog_reports_a_handler_holding_its_loop),
         cmocka_unit_test(test_handle_request_outside_the_loops_runs_in_place),
+        cmocka_unit_test(test_idle_connections_hold_no_read_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
