@@ -56,4 +56,9 @@ void sks__drain_error_queue(int fd);
 /* Whether "unix:@name" (Linux's abstract namespace) can be used. */
 bool sks__abstract_names(void);
 
+/* Hands the allocator's free memory back to the system where it keeps
+ * it resident (glibc: the holes in its heaps, malloc_trim); elsewhere a
+ * no-op. */
+void sks__release_free_memory(void);
+
 #endif
