@@ -1,37 +1,29 @@
 /*
- * fiber_loop.c - a fiber loop: one thread, one epoll instance, the fibers
- * it runs, and the timer heap that keeps their deadlines.  The fiber model
- * runs one per core; this file knows nothing of servers.
+ * fiber_loop.c - a fiber loop: one thread, one readiness backend
+ * (fiber_poller.h: epoll on Linux), the fibers it runs, and the timer heap
+ * that keeps their deadlines.  The fiber model runs one per core; this file knows nothing of servers.
  *
- * Parking is Go's netpoller: a descriptor the owner registers is added to
- * epoll once, at its first wait, edge-triggered for both directions
- * (EPOLLET, no epoll_ctl per wait), and a fiber that got EAGAIN parks in
- * the descriptor's reader or writer slot.  An edge that comes while nobody waits needs no memory:
- * a fiber waits only after its system call said EAGAIN, and the loop's
- * one thread reads events only once that fiber has parked, so any byte
- * that comes after the EAGAIN is a new edge it will see.  Descriptors the loop was not told about (a handler's own
- * socket) are registered one-shot for the one wait and removed after:
- * their owner may close them at any time, and a registration left behind
- * would silently swallow the events of the next descriptor with that
- * number.
+ * A fiber that got EAGAIN parks in its descriptor's reader or writer slot,
+ * and the backend is told the descriptor's new interest; the backend
+ * decides what that costs (epoll: nothing for a registered descriptor
+ * after its first wait).
  *
- * A turn runs every ready fiber until it parks or ends, then waits in
- * epoll_wait until an event, the nearest deadline (the heap's minimum,
- * rounded up to a whole millisecond) or a post from another thread (an
- * eventfd); events only mark fibers ready, which run in the next turn, so
- * no fiber closes a descriptor while events for it are still being read.
+ * A turn runs every ready fiber until it parks or ends, then waits in the
+ * backend until an event, the nearest deadline (the heap's minimum,
+ * rounded up to a whole millisecond) or a post from another thread (the
+ * backend's wake-up); events only mark fibers ready, which run in the next
+ * turn, so no fiber closes a descriptor while events for it are still
+ * being read.
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "fiber_poller.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 struct sks__fib {
     sks__fiber f;
@@ -52,11 +44,10 @@ struct sks__fib {
 struct fdwait {
     struct sks__fib *reader, *writer;
     bool registered;                    /* the loop's, until forget */
-    bool in_epoll;                      /* added (at its first wait) */
 };
 
 struct sks__floop {
-    int epfd, evfd;
+    struct sks__poller *poller;
     sks__fiber sched;                   /* the loop thread's own context */
     struct sks__fib *current;           /* NULL: the scheduler runs */
     struct sks__fib *runq, *runq_tail;
@@ -79,7 +70,6 @@ struct sks__floop {
 };
 
 #define NOT_IN_HEAP SIZE_MAX
-#define EVFD_TAG UINT64_MAX
 #define BATCH 256
 
 static _Thread_local struct sks__floop *here;
@@ -212,26 +202,35 @@ static int park(struct sks__floop *l, double deadline)
 /* ------------------------------------------------------------------------ */
 /* Descriptors                                                               */
 
-static struct fdwait *slot(struct sks__floop *l, int fd)
+void *sks__fdtab_grow(void *tab, size_t *n, int fd, size_t elem)
 {
-    if ((size_t)fd >= l->nfds) {
-        size_t n = l->nfds ? l->nfds : 64;
-        while (n <= (size_t)fd)
-            n *= 2;
-        struct fdwait *t = realloc(l->fds, n * sizeof *t);
-        if (t == NULL)
-            return NULL;
-        memset(t + l->nfds, 0, (n - l->nfds) * sizeof *t);
-        l->fds = t;
-        l->nfds = n;
-    }
-    return &l->fds[fd];
+    if ((size_t)fd < *n)
+        return tab;
+    size_t m = *n ? *n : 64;
+    while (m <= (size_t)fd)
+        m *= 2;
+    char *t = realloc(tab, m * elem);
+    if (t == NULL)
+        return NULL;
+    memset(t + *n * elem, 0, (m - *n) * elem);
+    *n = m;
+    return t;
 }
 
-static int epoll_set(struct sks__floop *l, int op, int fd, uint32_t events)
+static struct fdwait *slot(struct sks__floop *l, int fd)
 {
-    struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)fd };
-    return epoll_ctl(l->epfd, op, fd, &ev) == 0 ? 0 : -errno;
+    struct fdwait *t = sks__fdtab_grow(l->fds, &l->nfds, fd, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    l->fds = t;
+    return &t[fd];
+}
+
+/* Tells the backend what fd's fibers now wait for. */
+static int want(struct sks__floop *l, int fd, const struct fdwait *w)
+{
+    return sks__poller_want(l->poller, fd, w->registered, w->reader != NULL,
+                            w->writer != NULL);
 }
 
 int sks__floop_register(int fd)
@@ -242,8 +241,10 @@ int sks__floop_register(int fd)
     struct fdwait *w = slot(l, fd);
     if (w == NULL)
         return -ENOMEM;
-    if (!w->registered)
+    if (!w->registered) {
+        sks__poller_forget(l->poller, fd);
         *w = (struct fdwait){ .registered = true };
+    }
     return 0;
 }
 
@@ -252,29 +253,8 @@ void sks__floop_forget(int fd)
     struct sks__floop *l = here;
     if (l == NULL || fd < 0 || (size_t)fd >= l->nfds)
         return;
-    /* Closing fd took it out of epoll; nothing to tell the kernel. */
+    sks__poller_forget(l->poller, fd);
     l->fds[fd] = (struct fdwait){ 0 };
-}
-
-/* The one-shot interest of a descriptor the loop was not told about:
- * whichever of its two slots have a fiber waiting. */
-static uint32_t foreign_interest(const struct fdwait *w)
-{
-    return (w->reader != NULL ? EPOLLIN | EPOLLRDHUP : 0u) |
-           (w->writer != NULL ? EPOLLOUT : 0u);
-}
-
-static int foreign_arm(struct sks__floop *l, int fd, const struct fdwait *w,
-                       bool first)
-{
-    uint32_t ev = foreign_interest(w);
-    if (ev == 0)
-        return epoll_set(l, EPOLL_CTL_DEL, fd, 0);
-    ev |= EPOLLONESHOT;
-    int err = epoll_set(l, first ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, ev);
-    if (err == -EEXIST)
-        err = epoll_set(l, EPOLL_CTL_MOD, fd, ev);
-    return err;
 }
 
 int sks__floop_wait_fd(int fd, bool write, double deadline)
@@ -290,25 +270,12 @@ int sks__floop_wait_fd(int fd, bool write, double deadline)
     struct sks__fib **waiter = write ? &w->writer : &w->reader;
     if (*waiter != NULL)
         return -EBUSY;          /* one reader and one writer per descriptor */
-    /* Added at the first wait, not at registration: a connection whose
-     * every read finds its bytes already there never costs an epoll_ctl. */
-    if (w->registered && !w->in_epoll) {
-        int err = epoll_set(l, EPOLL_CTL_ADD, fd,
-                            EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
-        if (err != 0)
-            return err;
-        w->in_epoll = true;
-    }
     struct sks__fib *me = l->current;
-    bool foreign = !w->registered;
-    bool first = foreign && foreign_interest(w) == 0;
     *waiter = me;
-    if (foreign) {
-        int err = foreign_arm(l, fd, w, first);
-        if (err != 0) {
-            *waiter = NULL;
-            return err;
-        }
+    int err = want(l, fd, w);
+    if (err != 0) {
+        *waiter = NULL;
+        return err;
     }
     me->wait_fd = fd;
     me->wait_write = write;
@@ -320,8 +287,7 @@ int sks__floop_wait_fd(int fd, bool write, double deadline)
     if (*waiter == me)
         *waiter = NULL;
     me->wait_fd = -1;
-    if (foreign)
-        (void)foreign_arm(l, fd, w, false);
+    (void)want(l, fd, w);
     return r;
 }
 
@@ -374,9 +340,7 @@ static void post(struct sks__fib *f, bool interrupt, bool *done)
         l->posted = f;
     }
     pthread_mutex_unlock(&l->lock);
-    uint64_t one = 1;
-    ssize_t n = write(l->evfd, &one, sizeof one);
-    (void)n;                          /* a full counter has a wake-up pending */
+    sks__poller_wake(l->poller);
 }
 
 static void post_done(struct sks__job *j)
@@ -477,15 +441,14 @@ int sks__floop_offload(struct sks__helpers *h, void (*fn)(void *), void *arg)
     }
 }
 
-static void dispatch(struct sks__floop *l, uint64_t tag, uint32_t ev)
+static void dispatch(struct sks__floop *l, const struct sks__poll_event *ev)
 {
-    int fd = (int)tag;
-    if ((size_t)fd >= l->nfds)
+    if ((size_t)ev->fd >= l->nfds)
         return;
-    struct fdwait *w = &l->fds[fd];
-    if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) && w->reader)
+    struct fdwait *w = &l->fds[ev->fd];
+    if ((ev->ready & SKS__POLL_READ) && w->reader)
         wake(w->reader, 0);
-    if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && w->writer)
+    if ((ev->ready & SKS__POLL_WRITE) && w->writer)
         wake(w->writer, 0);
 }
 
@@ -567,16 +530,11 @@ static void cancel_all(struct sks__floop *l)
 void sks__floop_cancel(struct sks__floop *l)
 {
     atomic_store(&l->cancel_request, true);
-    uint64_t one = 1;
-    ssize_t n = write(l->evfd, &one, sizeof one);
-    (void)n;                  /* a full counter has a wake-up pending */
+    sks__poller_wake(l->poller);
 }
 
 static void take_posted(struct sks__floop *l)
 {
-    uint64_t count;
-    ssize_t n = read(l->evfd, &count, sizeof count);
-    (void)n;
     pthread_mutex_lock(&l->lock);
     struct sks__fib *f = l->posted;
     l->posted = NULL;
@@ -609,7 +567,7 @@ static void expire(struct sks__floop *l)
 
 int sks__floop_run(struct sks__floop *l)
 {
-    struct epoll_event ev[BATCH];
+    struct sks__poll_event ev[BATCH];
 
     here = l;
     sks__fiber_thread(&l->sched);
@@ -622,16 +580,16 @@ int sks__floop_run(struct sks__floop *l)
             timeout = 0;
         else if (l->nheap > 0)
             timeout = sks__ms_until(l->heap[0]->deadline);
-        int n = epoll_wait(l->epfd, ev, BATCH, timeout);
-        if (n < 0 && errno != EINTR) {
+        int n = sks__poller_wait(l->poller, timeout, ev, BATCH);
+        if (n < 0) {
             here = NULL;
-            return -errno;
+            return n;
         }
         for (int i = 0; i < n; i++) {
-            if (ev[i].data.u64 == EVFD_TAG)
+            if (ev[i].fd < 0)
                 take_posted(l);
             else
-                dispatch(l, ev[i].data.u64, ev[i].events);
+                dispatch(l, &ev[i]);
         }
         expire(l);
     }
@@ -648,16 +606,8 @@ int sks__floop_new(struct sks__floop **out, size_t stack_size,
     struct sks__floop *l = calloc(1, sizeof *l);
     if (l == NULL)
         return -ENOMEM;
-    l->epfd = epoll_create1(EPOLL_CLOEXEC);
-    l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EVFD_TAG };
-    if (l->epfd < 0 || l->evfd < 0 ||
-        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) {
-        int err = -errno;
-        if (l->epfd >= 0)
-            close(l->epfd);
-        if (l->evfd >= 0)
-            close(l->evfd);
+    int err = sks__poller_new(&l->poller);
+    if (err != 0) {
         free(l);
         return err;
     }
@@ -676,8 +626,7 @@ void sks__floop_free(struct sks__floop *l)
         end_fiber(l, l->all);
     sks__stack_cache_fini(&l->stacks);
     pthread_mutex_destroy(&l->lock);
-    close(l->epfd);
-    close(l->evfd);
+    sks__poller_free(l->poller);
     free(l->heap);
     free(l->fds);
     free(l);

@@ -630,8 +630,8 @@ void *sks__fctx_make(void *lo, void *top, void (*entry)(void *), void *arg);
 void sks__fctx_switch(void **save, void *load);
 
 /*
- * Fiber loops (fiber_loop.c): one thread, one epoll instance, its fibers
- * and their timer heap.  A loop belongs to the thread that runs it; only
+ * Fiber loops (fiber_loop.c): one thread, one readiness backend
+ * (fiber_poller.h), its fibers and their timer heap.  A loop belongs to the thread that runs it; only
  * sks__floop_cancel may be called from another thread.  The calls below
  * that take no loop act on the calling thread's, from inside one of its
  * fibers (-EINVAL elsewhere).
@@ -646,7 +646,7 @@ void sks__floop_free(struct sks__floop *l);
  * From the loop's thread (a fiber of it, or before sks__floop_run). */
 int sks__floop_spawn(struct sks__floop *l, void (*fn)(void *), void *arg);
 /* Runs the loop on the calling thread until it has no fiber left: 0, or
- * -errno if epoll_wait fails. */
+ * -errno if the backend's wait fails. */
 int sks__floop_run(struct sks__floop *l);
 /* Any thread: every parked fiber wakes with -ECANCELED, and every later
  * wait returns it at once, so handlers end. */
@@ -654,12 +654,11 @@ void sks__floop_cancel(struct sks__floop *l);
 /* The calling fiber's loop; NULL outside a loop's fibers. */
 struct sks__floop *sks__floop_here(void);
 size_t sks__floop_fibers(const struct sks__floop *l);
-/* fd, non-blocking, is the loop's until sks__floop_forget: added to epoll
- * once, at its first wait (edge-triggered, both directions); 0 or
- * -ENOMEM.  Forget it once it is closed
- * (no system call: the close took it out of epoll), before the loop can
- * open another with its number; descriptors never registered still work,
- * at two epoll_ctl a wait. */
+/* fd, non-blocking, is the loop's until sks__floop_forget (with epoll:
+ * added once, at its first wait, edge-triggered, both directions); 0 or
+ * -ENOMEM.  Forget it once it is closed (no system call), before the loop
+ * can open another with its number; descriptors never registered still
+ * work, at two epoll_ctl a wait with epoll. */
 int sks__floop_register(int fd);
 void sks__floop_forget(int fd);
 /* After EAGAIN: parks until fd may be readable (or writable), or until
