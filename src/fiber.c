@@ -55,6 +55,9 @@ struct fiber_loop {
     pthread_mutex_t lock;
     pthread_cond_t acceptor_gone;
     struct sks__fib *acceptor;        /* (lock) while it runs */
+    /* The acceptor, while it runs a datagram request itself (see
+     * hand_off); NULL otherwise.  This loop's thread only. */
+    struct sks__fib *inline_fib;
     bool acceptor_done;               /* (lock) */
     int backoff_ms;                   /* EMFILE and friends, this loop's */
     double resume;
@@ -86,6 +89,40 @@ struct fiber_model {
 
 static _Thread_local struct fiber_loop *this_loop;
 
+static void acceptor(void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Datagrams inline                                                          */
+
+/*
+ * A datagram handler rarely waits (its reply goes out at once), so the
+ * acceptor runs it itself: a fiber per datagram, its making and the two
+ * switches, was most of the model's cost over the epoll ceiling.  Should
+ * the handler be about to park (a full send buffer, sks_sleep, blocking
+ * work), the acceptor hands its role to a new fiber first and stays with
+ * the request, which then ends as a fiber of its own would.  Every way a
+ * handler parks passes here: the wait backend (io.c waits only after
+ * EAGAIN), sks_sleep and sks_run_blocking.
+ */
+static void hand_off(void)
+{
+    struct fiber_loop *lp = this_loop;
+    struct sks__fib *me = sks__floop_self();
+
+    if (lp == NULL || me == NULL || lp->inline_fib != me)
+        return;
+    lp->inline_fib = NULL;
+    pthread_mutex_lock(&lp->lock);
+    lp->acceptor = NULL;
+    pthread_mutex_unlock(&lp->lock);
+    if (sks__floop_spawn(lp->fl, acceptor, lp) == 0)
+        return;
+    /* No memory for a new acceptor: this one waits with the request. */
+    pthread_mutex_lock(&lp->lock);
+    lp->acceptor = me;
+    pthread_mutex_unlock(&lp->lock);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The wait backend of the loop threads                                      */
 
@@ -100,6 +137,7 @@ static int fiber_wait(struct pollfd *fds, size_t n, double deadline)
 {
     if (sks__floop_here() == NULL)    /* the scheduler itself: never */
         return sks__blocking_wait.wait(fds, n, deadline);
+    hand_off();
     if (n == 0) {
         int r = sks__floop_sleep(deadline);
         return r < 0 ? r : 0;
@@ -172,9 +210,8 @@ static const sks__wait_backend fiber_backend = {
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 
-static void request_fiber(void *arg)
+static void serve_request(sks_request *req)
 {
-    sks_request *req = arg;
     struct fiber_loop *lp = this_loop;
     sks_server *srv = lp->srv;
     int fd = req->fd;
@@ -191,6 +228,11 @@ static void request_fiber(void *arg)
     atomic_fetch_sub(&lp->fm->fibers, 1);
 }
 
+static void request_fiber(void *arg)
+{
+    serve_request(arg);
+}
+
 int sks_fiber_process_request(sks_server *srv, sks_request *req)
 {
     struct fiber_model *fm = sks__model_state(srv, &sks__fiber_model);
@@ -202,6 +244,15 @@ int sks_fiber_process_request(sks_server *srv, sks_request *req)
         return sks__model_super(srv, &sks__fiber_model)
             ->process_request(srv, req);
     atomic_fetch_add(&fm->fibers, 1);
+    struct fiber_loop *lp = this_loop;
+    struct sks__fib *me = sks__floop_self();
+    if (req->datagram && lp->acceptor == me && lp->inline_fib == NULL) {
+        lp->inline_fib = me;
+        serve_request(req);
+        if (lp->inline_fib == me)
+            lp->inline_fib = NULL;
+        return 0;
+    }
     int err = sks__floop_spawn(l, request_fiber, req);
     if (err != 0)
         atomic_fetch_sub(&fm->fibers, 1);
@@ -286,8 +337,11 @@ static void acceptor(void *arg)
         }
         int taken = 0, got = 1;
         while (taken < ACCEPT_BATCH && !atomic_load(&fm->stopping) &&
-               (got = take_one(lp)) > 0)
+               (got = take_one(lp)) > 0) {
             taken++;
+            if (lp->acceptor != sks__floop_self())
+                return;               /* handed off: the request is done */
+        }
         if (got == 0)
             r = sks__floop_wait_fd(srv->fd, false, INFINITY);
         else if (taken == ACCEPT_BATCH)
@@ -644,6 +698,7 @@ int sks_run_blocking(sks_handler *h, void (*fn)(void *), void *arg)
         fn(arg);
         return 0;
     }
+    hand_off();
     return sks__floop_offload(&fm->pool, fn, arg);
 }
 
@@ -652,8 +707,10 @@ int sks_sleep(sks_handler *h, double seconds)
     if (h == NULL || !(seconds >= 0))
         return -EINVAL;
     double deadline = sks__now() + seconds;
-    if (sks__floop_here() != NULL)
+    if (sks__floop_here() != NULL) {
+        hand_off();
         return sks__floop_sleep(deadline);
+    }
     for (;;) {
         double left = deadline - sks__now();
         if (left <= 0)

@@ -308,6 +308,84 @@ static void test_the_watchdog_reports_a_handler_holding_its_loop(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Datagrams                                                                 */
+
+/* Echoes a datagram; one that starts "slow" after a 0.3 s sleep. */
+static int slow_or_fast_dgram(sks_handler *h)
+{
+    char buf[64];
+    ssize_t n = sks_rfile_read(sks_handler_rfile(h), buf, sizeof(buf));
+    if (n < 0)
+        return (int)n;
+    if (n >= 4 && memcmp(buf, "slow", 4) == 0) {
+        int err = sks_sleep(h, 0.3);
+        if (err != 0)
+            return err;
+    }
+    return sks_wfile_write(sks_handler_wfile(h), buf, (size_t)n) < 0
+               ? SKS_EHANDLER : 0;
+}
+
+static const sks_handler_class slow_or_fast_dgram_class = {
+    .setup = sks_datagram_setup,
+    .handle = slow_or_fast_dgram,
+    .finish = sks_datagram_finish,
+};
+
+static void recv_reply(int fd, char *buf, size_t cap)
+{
+    ssize_t n;
+    do
+        n = recv(fd, buf, cap - 1, 0);
+    while (n < 0 && errno == EINTR);
+    assert_true(n > 0);
+    buf[n] = '\0';
+}
+
+/* A datagram handler runs in its loop's acceptor; one that parks hands
+ * the acceptor's role on and keeps its fiber: with one loop, four
+ * handlers asleep at once do not hold up a fifth datagram, nor each
+ * other (0.3 s each, well under 4 x 0.3 s in all). */
+static void test_a_parking_datagram_handler_leaves_the_loop_accepting(void **state)
+{
+    (void)state;
+    sks_server *srv = ts_new(&sks_fiber_udp_ops, "127.0.0.1:0",
+                             &slow_or_fast_dgram_class, NULL, 0);
+    assert_int_equal(sks_server_set_fiber_loops(srv, 1), 0);
+    test_server ts;
+    ts_serve(&ts, srv, 0.05);
+    int c = client_dgram(ts.address);
+    assert_true(c >= 0);
+    struct timeval tv = { 5, 0 };
+    assert_int_equal(setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    assert_dgram_echo(c, "warm-up", 7);
+
+    double t0 = now_seconds();
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(send(c, "slow", 4, 0), 4);
+    assert_int_equal(send(c, "fast", 4, 0), 4);
+    char buf[64];
+    recv_reply(c, buf, sizeof(buf));
+    assert_string_equal(buf, "fast");
+    for (int i = 0; i < 4; i++) {
+        recv_reply(c, buf, sizeof(buf));
+        assert_string_equal(buf, "slow");
+    }
+    double took = now_seconds() - t0;
+    print_message("4 sleeping datagram handlers and 1 more in %.0f ms\n",
+                  took * 1000);
+    assert_true(took < 0.9);
+    /* The loop still takes datagrams, with its acceptor handed on. */
+    assert_dgram_echo(c, "after", 5);
+    client_close(c);
+    assert_true(wait_stat_at(srv, offsetof(sks_stats, completed), 7, 5000));
+    sks_stats st;
+    sks_server_stats(srv, &st);
+    assert_int_equal(st.failed, 0);
+    ts_stop(&ts);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Idle memory                                                               */
 
 struct buffers_at {
@@ -394,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_the_watchdog_reports_a_handler_holding_its_loop),
         cmocka_unit_test(test_handle_request_outside_the_loops_runs_in_place),
         cmocka_unit_test(test_idle_connections_hold_no_read_buffer),
+        cmocka_unit_test(test_a_parking_datagram_handler_leaves_the_loop_accepting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
