@@ -85,6 +85,8 @@ struct fiber_model {
     atomic_size_t fibers;             /* request fibers running */
     atomic_size_t stalls;
     size_t peak;                      /* fibers, since the last scavenge */
+    pthread_mutex_t stall_lock;
+    sks_fiber_stall last_stall;       /* (stall_lock) valid once stalls > 0 */
 };
 
 static _Thread_local struct fiber_loop *this_loop;
@@ -219,6 +221,8 @@ static void serve_request(sks_request *req)
 
     if (stream)
         (void)sks__floop_register(fd);
+    /* What the watchdog names if this request holds its loop. */
+    sks__floop_set_tag((sks__floop_tag)srv->handler->handle);
     int err = srv->ops->finish_request(srv, req);
     if (err < 0)
         sks_server_handle_error(srv, req, err);
@@ -249,8 +253,10 @@ int sks_fiber_process_request(sks_server *srv, sks_request *req)
     if (req->datagram && lp->acceptor == me && lp->inline_fib == NULL) {
         lp->inline_fib = me;
         serve_request(req);
-        if (lp->inline_fib == me)
+        if (lp->inline_fib == me) {
             lp->inline_fib = NULL;
+            sks__floop_set_tag(NULL);
+        }
         return 0;
     }
     int err = sks__floop_spawn(l, request_fiber, req);
@@ -478,11 +484,20 @@ static void watch(sks_server *srv, struct fiber_model *fm)
 {
     for (size_t i = 0; i < fm->n; i++) {
         struct fiber_loop *lp = &fm->lp[i];
-        if (!sks__floop_held(lp->fl, &lp->resumes_seen)) {
+        sks__floop_tag tag;
+        if (!sks__floop_held(lp->fl, &lp->resumes_seen, &tag)) {
             lp->held = 0;
             continue;
         }
         if (++lp->held == 2) {
+            /* Where, before handle_error hears of it (it may ask). */
+            pthread_mutex_lock(&fm->stall_lock);
+            fm->last_stall = (sks_fiber_stall){
+                .loop = i,
+                .handle = (int (*)(sks_handler *))tag,
+                .thread = lp->thread,
+            };
+            pthread_mutex_unlock(&fm->stall_lock);
             atomic_fetch_add(&fm->stalls, 1);
             sks_server_handle_error(srv, NULL, -ETIME);
         }
@@ -627,8 +642,16 @@ static int fiber_attach(sks_server *srv, void **state)
         return -ENOMEM;
     fm->helpers = DEFAULT_HELPERS;
     fm->watchdog = DEFAULT_WATCHDOG;
+    pthread_mutex_init(&fm->stall_lock, NULL);
     *state = fm;
     return 0;
+}
+
+static void fiber_free(void *state)
+{
+    struct fiber_model *fm = state;
+    pthread_mutex_destroy(&fm->stall_lock);
+    free(fm);
 }
 
 const sks_model sks__fiber_model = {
@@ -640,7 +663,7 @@ const sks_model sks__fiber_model = {
     .stats = fiber_stats,
     .cut = fiber_cut,
     .close = fiber_close,
-    .free = free,
+    .free = fiber_free,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -678,6 +701,19 @@ size_t sks_server_fiber_stalls(const sks_server *srv)
 {
     struct fiber_model *fm = sks__model_state(srv, &sks__fiber_model);
     return fm != NULL ? atomic_load(&fm->stalls) : 0;
+}
+
+int sks_server_fiber_last_stall(const sks_server *srv, sks_fiber_stall *out)
+{
+    struct fiber_model *fm = sks__model_state(srv, &sks__fiber_model);
+    if (fm == NULL || out == NULL)
+        return -EINVAL;
+    if (atomic_load(&fm->stalls) == 0)
+        return -ENOENT;
+    pthread_mutex_lock(&fm->stall_lock);
+    *out = fm->last_stall;
+    pthread_mutex_unlock(&fm->stall_lock);
+    return 0;
 }
 
 size_t sks_server_fiber_read_buffers(const sks_server *srv)

@@ -675,10 +675,17 @@ void sks__floop_yield(void);
 struct sks__fib;
 struct sks__fib *sks__floop_self(void);
 void sks__floop_interrupt(struct sks__fib *f);
+/* What a fiber runs, for a watchdog and a debugger: the calling fiber's
+ * tag (NULL at first), which may change as it goes (a function copied,
+ * never called here). */
+typedef void (*sks__floop_tag)(void);
+void sks__floop_set_tag(sks__floop_tag tag);
 /* For a watchdog thread, every interval: true when the same fiber has
  * run since the previous call, without yielding (*resumes: the count the
- * previous call saw, updated). */
-bool sks__floop_held(struct sks__floop *l, unsigned long *resumes);
+ * previous call saw, updated); *tag: the tag of the fiber that runs, or
+ * last ran (read without touching the fiber, which may end meanwhile). */
+bool sks__floop_held(struct sks__floop *l, unsigned long *resumes,
+                     sks__floop_tag *tag);
 
 /* Helper threads for blocking work (fiber_loop.c).  sks__floop_offload
  * runs fn(arg) on one of them while the calling fiber parks, and returns

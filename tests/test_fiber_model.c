@@ -245,21 +245,26 @@ static void test_blocking_work_under_threads_runs_in_the_thread(void **state)
 }
 
 static atomic_int stall_reports;
+static sks_fiber_stall stall_seen; /* as handle_error found it */
 
 static void count_stalls(sks_server *srv, sks_request *req, int err)
 {
-    (void)srv;
-    if (req == NULL && err == -ETIME)
+    if (req == NULL && err == -ETIME) {
+        assert_int_equal(sks_server_fiber_last_stall(srv, &stall_seen), 0);
         atomic_fetch_add(&stall_reports, 1);
+    }
 }
 
 /* Spins without yielding, a handler that holds its loop, until the
  * watchdog has reported it (at most 5 s): under valgrind, which runs one
  * thread at a time, the watchdog's samples come late while a thread
  * spins. */
+static pthread_t hog_thread;
+
 static int hog_then_echo(sks_handler *h)
 {
     double end = now_seconds() + 5;
+    hog_thread = pthread_self();
     while (sks_server_fiber_stalls(sks_handler_server(h)) == 0 &&
            now_seconds() < end)
         ;
@@ -295,15 +300,22 @@ static void test_the_watchdog_reports_a_handler_holding_its_loop(void **state)
     assert_echo_once(ts.address, SOCK_STREAM, "polite\n");
     sleep_ms(150);
     assert_int_equal(sks_server_fiber_stalls(srv), 0);
+    sks_fiber_stall none;
+    assert_int_equal(sks_server_fiber_last_stall(srv, &none), -ENOENT);
     ts_stop(&ts);
 
     srv = ts_new(&ops, "127.0.0.1:0", &hog_class, NULL, 0);
     assert_int_equal(sks_server_set_fiber_watchdog(srv, 0.1), 0);
+    assert_int_equal(sks_server_set_fiber_loops(srv, 1), 0);
     ts_serve(&ts, srv, 0.05);
     assert_echo_once(ts.address, SOCK_STREAM, "hog\n");
-    /* One stall, reported once however many samples saw it. */
+    /* One stall, reported once however many samples saw it, and where:
+     * the one loop, and the handler that held it. */
     assert_int_equal(sks_server_fiber_stalls(srv), 1);
     assert_int_equal(atomic_load(&stall_reports), 1);
+    assert_ptr_equal(stall_seen.handle, hog_then_echo);
+    assert_int_equal(stall_seen.loop, 0);
+    assert_true(pthread_equal(stall_seen.thread, hog_thread));
     ts_stop(&ts);
 }
 
