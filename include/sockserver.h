@@ -812,8 +812,9 @@ SKS_EXTERN extern const sks_server_ops sks_prefork_udp_ops;
  * `loops` threads at once, so shared user state needs its own locking (but
  * never a lock held across a blocking call: see above).  service_actions
  * and handle_timeout run in the thread that called serve_forever.
- * A parked fiber's backtrace in gdb: `source tools/sks_fibers_gdb.py`, then
- * `sks-fiber-bt FIBER`.
+ * In gdb: `source tools/sks_fibers_gdb.py`, then `sks-fibers` lists every
+ * fiber of every loop (state, what it runs), `sks-fibers bt` with their
+ * backtraces, `sks-fiber-bt FIBER` one parked fiber's.
  */
 SKS_EXTERN int sks_fiber_mixin(sks_server_ops *out, const sks_server_ops *base);
 SKS_EXTERN int sks_fiber_process_request(sks_server *srv, sks_request *req);
