@@ -556,6 +556,12 @@ int sks__proxy_accept(sks_server *srv, sks_request *req);
 #define SKS__TSAN 1
 #endif
 #endif
+/* The negative control of tests/test_fiber_tools.sh: fiber files that
+ * tell no tool (ASan, TSan, valgrind) of their stacks and switches. */
+#ifdef SKS_NO_TOOL_ANNOTATIONS
+#undef SKS__ASAN
+#undef SKS__TSAN
+#endif
 
 /* One stack.  The descriptor lives in the mapping, above the stack. */
 struct sks__stack {
