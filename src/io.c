@@ -203,8 +203,11 @@ run(struct sks__conn *c, const struct op *op)
         if (r >= 0)
             return r;
         if (op->lent != NULL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* after_failure reads errno, which free need not keep. */
+            int e = errno;
             sks__wait_give(*op->lent, op->n);
             *op->lent = NULL;
+            errno = e;
         }
         err = after_failure(c->fd, events, deadline);
         if (err == 0 && op->lent != NULL && *op->lent == NULL &&
