@@ -9,8 +9,9 @@
 #                                sks__fiber or a pointer to one
 #
 # The loops are found through each thread's `here` (fiber_loop.c's
-# thread-local loop pointer), so gdb needs the library's debug symbols and
-# libthread_db (a live process: both are there for a -g build).  The
+# thread-local loop pointer), which needs libthread_db (glibc's); where
+# gdb cannot read thread-local variables (musl), through the `l` of the
+# thread's sks__floop_run frame.  Either way, a -g build.  The
 # fiber that is running is the loop thread's own stack: `thread N` and
 # `bt` show it, as the watchdog's sks_server_fiber_last_stall() says.
 #
@@ -82,6 +83,25 @@ class FiberBacktrace(gdb.Command):
 FiberBacktrace()
 
 
+def thread_loop():
+    """The selected thread's fiber loop (struct sks__floop *), or None."""
+    try:
+        loop = gdb.parse_and_eval("here")
+        return loop if int(loop) != 0 else None
+    except gdb.error:
+        pass
+    frame = gdb.newest_frame()
+    while frame is not None:
+        if frame.name() == "sks__floop_run":
+            try:
+                loop = frame.read_var("l")
+                return loop if int(loop) != 0 else None
+            except (gdb.error, ValueError):
+                return None
+        frame = frame.older()
+    return None
+
+
 def fiber_state(fib, is_current):
     """What a fiber (struct sks__fib) is doing, in words."""
     if is_current:
@@ -110,11 +130,8 @@ class FiberList(gdb.Command):
         try:
             for th in sorted(inferior.threads(), key=lambda t: t.num):
                 th.switch()
-                try:
-                    loop = gdb.parse_and_eval("here")
-                except gdb.error:
-                    continue
-                if int(loop) == 0:
+                loop = thread_loop()
+                if loop is None:
                     continue
                 loops += 1
                 l = loop.dereference()
