@@ -12,6 +12,9 @@ FLAGS=(-O1 -g -std=c11 -D_POSIX_C_SOURCE=200809L -I"$ROOT/include")
 FIBER_FILES=("$ROOT/tests/fiber_tools.c" "$ROOT/src/fiber_switch.c" "$ROOT/src/fiber_stack.c"
              "$ROOT/src/fiber_ctx_portable.c" "$ROOT/src/fiber_ctx_$(uname -m | tr - _).S")
 
+# Both tools read the process's maps from /proc as they start.
+[ -r /proc/self/maps ] || SUITE_SKIP="needs /proc (TSan and valgrind read /proc/self/maps)"
+
 # build COMPILER NAME [FLAGS...]: $T/NAME from the fiber files.
 build() {
     local cc=$1 name=$2

@@ -23,6 +23,7 @@ test_sks_fibers_lists_parked_fibers_with_their_backtraces() {
     # Attaching needs ptrace rights over a process that is not gdb's
     # child: root's, or anyone's where Yama allows it (ptrace_scope 0).
     local scope
+    [ -r /proc/self/status ] || { echo "  skipped: needs /proc (gdb attaches through it)"; return 77; }
     scope=$(cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null || echo 0)
     if [ "$(id -u)" != 0 ] && [ "$scope" != 0 ]; then
         echo "  skipped: gdb may not attach here (kernel.yama.ptrace_scope $scope, not root)"
