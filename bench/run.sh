@@ -10,10 +10,20 @@
 # runs its servers that many times, round after round, and the table keeps
 # each server's best run (the least disturbed by other work on the
 # machine); BENCH_SERVER_CPU (0) and BENCH_LOAD_CPU (1): the cores the
-# server and the load generator are pinned to.  Only loopback and Unix
-# sockets are used; every process started here is stopped here, by its pid.
+# server and the load generator are pinned to; BENCH_ONLY (none): an
+# extended regular expression, and only the scenarios whose names match
+# run (e.g. 'c1000|idle', to check rows with a small BENCH_SECONDS).  Only
+# loopback and Unix sockets are used; every process started here is
+# stopped here, by its pid.
 set -u
 cd "$(dirname "$0")/.."
+
+# c1000 and the idle rows (up to 19,000 connections) need as many
+# descriptors in the server and in the load generator, both children of
+# this shell: the hard limit is the ceiling.
+ulimit -S -n "$(ulimit -H -n)" 2>/dev/null
+
+wanted() { [ -z "${BENCH_ONLY:-}" ] || [[ $1 =~ $BENCH_ONLY ]]; }
 
 MODE=${1:-full}
 BIN=${BENCH_BIN:-build/bench}
@@ -263,6 +273,7 @@ dgram_scenario() {
 # rounds SCENARIO-FUNCTION ARGS...: the scenario REPEAT times over.
 rounds() {
     local r
+    wanted "$2" || return 0
     for r in $(seq "$REPEAT"); do
         "$@"
     done
@@ -271,6 +282,7 @@ rounds() {
 # --- shutdown latency and idle connections ---------------------------------
 shutdown_latency() {
     local n_c=$1 n_py=$2 r
+    wanted shutdown || return 0
     r=$(timeout 60 "$BIN/shutdown_latency" "$n_c" | grep '^RESULT')
     echo "shutdown|sks ThreadingTCPServer|$r" >>"$EXTRA"
     printf '  %-22s %-30s %s\n' shutdown "sks" "${r#RESULT shutdown }"
@@ -286,6 +298,7 @@ shutdown_latency() {
 idle_case() {
     local n=$1 label=$2
     shift 2
+    wanted "idle $n" || return 0
     start_server "$@" || return
     local rss0 thr0 rss thr ready=
     rss0=$(status_field "$SRV_PID" VmRSS)
@@ -315,6 +328,7 @@ idle_case() {
 # swapcontext (the reference), on the server's CPU.
 fiber_switch() {
     local b r impl
+    wanted "fiber switch" || return 0
     for b in fiber_switch fiber_switch_portable; do
         timeout 60 $PIN_SRV "$BIN/$b" "$1" 2>>"$LOG" | grep '^RESULT' |
         while read -r _ what r; do
@@ -379,5 +393,5 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); $(($(date +%s) - START)) s"
 
 if [ "$MODE" = full ]; then
     echo
-    BENCH_BIN=$BIN bench/syscalls.sh
+    BENCH_BIN=$BIN BENCH_ONLY=${BENCH_ONLY:-} bench/syscalls.sh
 fi

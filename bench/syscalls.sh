@@ -12,9 +12,13 @@
 # that start-up, connection set-up and shutdown cancel out:
 #   per request = (count(N2) - count(N1)) / (N2 - N1)
 #
-# Environment: BENCH_BIN (build/bench).  Results: $BENCH_BIN/results/.
+# Environment: BENCH_BIN (build/bench); BENCH_ONLY (none): an extended
+# regular expression, and only the rows whose "scenario server" matches
+# run.  Results: $BENCH_BIN/results/.
 set -u
 cd "$(dirname "$0")/.."
+
+wanted() { [ -z "${BENCH_ONLY:-}" ] || [[ $1 =~ $BENCH_ONLY ]]; }
 
 BIN=${BENCH_BIN:-build/bench}
 OUT=$BIN/results
@@ -198,6 +202,7 @@ fast_count() {
 measure() {
     local scen=$1 label=$2 fam=$3 lg=$4 n1=$5 n2=$6 what=$7
     shift 8
+    wanted "$scen $label" || return 0
     local sys=- top=- insn=- fast=- t0=$SECONDS
     if [ "$HAVE_STRACE" = 1 ]; then
         if strace_count "$fam" "$lg" "$n1" -- "$@"; then
@@ -254,10 +259,13 @@ measure "echo 16B c16" "C epoll (ceiling)" tcp "$E" 2000 10000 both -- "$BIN/ref
 [ -n "$PY" ] && measure "echo 16B c16" "py ThreadingTCPServer" tcp "$E" 2000 10000 sys -- "$PY" bench/py_echo.py threading
 measure "connect c16" "sks ThreadingTCPServer" tcp "$C" 200 1000 both -- "$S" threading
 measure "connect c16" "C thread-per-connection" tcp "$C" 200 1000 both -- "$BIN/ref_thread"
+measure "connect c16" "sks FiberTCPServer" tcp "$C" 200 1000 both -- "$S" fiber
+measure "connect c16" "C epoll (ceiling)" tcp "$C" 200 1000 both -- "$BIN/ref_epoll"
 [ -n "$PY" ] && measure "connect c16" "py ThreadingTCPServer" tcp "$C" 200 1000 sys -- "$PY" bench/py_echo.py threading
 measure "connect c16" "sks ForkingTCPServer" tcp "$C" 100 400 both -- "$S" forking
 measure "connect c16" "C fork-per-connection" tcp "$C" 100 400 both -- "$BIN/ref_fork"
 measure "udp 16" "sks UDPServer" tcp "$D" 2000 10000 both -- "$S" udp
+measure "udp 16" "sks FiberUDPServer" tcp "$D" 2000 10000 both -- "$S" fiber-udp
 measure "udp 16" "C recvfrom/sendto loop" tcp "$D" 2000 10000 both -- "$BIN/ref_udp"
 [ -n "$PY" ] && measure "udp 16" "py UDPServer" tcp "$D" 2000 10000 sys -- "$PY" bench/py_echo.py udp
 measure "unix echo c16" "sks ThreadingUnixStreamServer" unix "$E" 2000 10000 both -- "$S" threading-unix

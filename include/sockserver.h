@@ -814,8 +814,9 @@ SKS_EXTERN extern const sks_server_ops sks_prefork_udp_ops;
  * `loops` threads at once, so shared user state needs its own locking (but
  * never a lock held across a blocking call: see above).  service_actions
  * and handle_timeout run in the thread that called serve_forever.
- * A parked fiber's backtrace in gdb: `source tools/sks_fibers_gdb.py`, then
- * `sks-fiber-bt FIBER`.
+ * In gdb: `source tools/sks_fibers_gdb.py`, then `sks-fibers` lists every
+ * fiber of every loop (state, what it runs), `sks-fibers bt` with their
+ * backtraces, `sks-fiber-bt FIBER` one parked fiber's.
  */
 SKS_EXTERN int sks_fiber_mixin(sks_server_ops *out, const sks_server_ops *base);
 SKS_EXTERN int sks_fiber_process_request(sks_server *srv, sks_request *req);
@@ -839,6 +840,34 @@ SKS_EXTERN int sks_server_set_fiber_loops(sks_server *srv, size_t n);
 SKS_EXTERN int sks_server_set_fiber_stack_size(sks_server *srv, size_t bytes);
 SKS_EXTERN int sks_server_set_fiber_watchdog(sks_server *srv, double seconds);
 SKS_EXTERN size_t sks_server_fiber_stalls(const sks_server *srv);
+/*
+ * Where the last stall was, for handle_error(srv, NULL, -ETIME) (which
+ * runs after it is recorded) or later: the loop, its thread, and the
+ * handler class's handle that the held fiber ran (NULL: the loop's
+ * acceptor, that is verify_request, get_request or process_request, or a
+ * handler class with no handle).  The fiber's own stack: attach gdb to
+ * the process; the held fiber is the one running on that thread, so
+ * `thread apply all bt` shows it (tools/sks_fibers_gdb.py lists the
+ * others).  0 and *out; -ENOENT before any stall; -EINVAL (NULL, or not a
+ * fiber server).  Thread safety: any thread.
+ */
+typedef struct sks_fiber_stall {
+    size_t loop;                    /* 0 .. loops - 1 */
+    pthread_t thread;               /* that loop's thread */
+    int (*handle)(sks_handler *h);  /* what the held fiber ran */
+} sks_fiber_stall;
+SKS_EXTERN int sks_server_fiber_last_stall(const sks_server *srv,
+                                           sks_fiber_stall *out);
+/*
+ * Read buffers (rbufsize bytes each) the fiber server's connections hold
+ * now.  A fiber waiting for input with nothing buffered (a handler parked
+ * in readline between requests) gives its buffer back to its loop's pool
+ * and takes one when the bytes come, so idle connections hold none; a
+ * partial line keeps its buffer.  0 for a server of another model, whose
+ * connections each keep theirs.  Thread safety: any thread, but not
+ * during sks_server_close or while serve_forever starts.
+ */
+SKS_EXTERN size_t sks_server_fiber_read_buffers(const sks_server *srv);
 
 /*
  * For handlers, whatever the model.  sks_run_blocking runs fn(arg) and

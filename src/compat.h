@@ -65,5 +65,9 @@ size_t sks__cpus_allowed(void);
  * swap and marked a stack where the platform has the flags for it, and
  * without transparent huge pages where Linux has them (advice only). */
 void *sks__map_stack(size_t len);
+/* Hands the allocator's free memory back to the system where it keeps
+ * it resident (glibc: the holes in its heaps, malloc_trim); elsewhere a
+ * no-op. */
+void sks__release_free_memory(void);
 
 #endif

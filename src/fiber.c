@@ -37,6 +37,11 @@
 #define LIMIT_RECHECK 0.02
 #define BACKOFF_FIRST_MS 5
 #define BACKOFF_MAX_MS 100
+/* Free read buffers a loop keeps: only fibers between a wake-up and their
+ * next park hold one, a handful at a time on one thread. */
+#define POOL_KEEP 64
+/* Fibers running at once past which their leaving hands memory back. */
+#define SCAVENGE_PEAK 1024
 
 struct fiber_model;
 
@@ -49,11 +54,21 @@ struct fiber_loop {
     pthread_mutex_t lock;
     pthread_cond_t acceptor_gone;
     struct sks__fib *acceptor;        /* (lock) while it runs */
+    /* The acceptor, while it runs a datagram request itself (see
+     * hand_off); NULL otherwise.  This loop's thread only. */
+    struct sks__fib *inline_fib;
     bool acceptor_done;               /* (lock) */
     int backoff_ms;                   /* EMFILE and friends, this loop's */
     double resume;
     unsigned long resumes_seen;       /* the watchdog's last sample */
     unsigned held;                    /* samples in a row it was held */
+    /* Read buffers lent to this loop's connections while they read (the
+     * wait backend's take and give): free ones of pool_size bytes, and
+     * how many are out (written by this loop only, read by any thread). */
+    size_t pool_size;
+    unsigned pool_nfree;
+    void *pool[POOL_KEEP];
+    atomic_size_t lent;
 };
 
 struct fiber_model {
@@ -68,9 +83,46 @@ struct fiber_model {
     atomic_bool stopping;
     atomic_size_t fibers;             /* request fibers running */
     atomic_size_t stalls;
+    size_t peak;                      /* fibers, since the last scavenge */
+    pthread_mutex_t stall_lock;
+    sks_fiber_stall last_stall;       /* (stall_lock) valid once stalls > 0 */
 };
 
 static _Thread_local struct fiber_loop *this_loop;
+
+static void acceptor(void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Datagrams inline                                                          */
+
+/*
+ * A datagram handler rarely waits (its reply goes out at once), so the
+ * acceptor runs it itself: a fiber per datagram, its making and the two
+ * switches, was most of the model's cost over the epoll ceiling.  Should
+ * the handler be about to park (a full send buffer, sks_sleep, blocking
+ * work), the acceptor hands its role to a new fiber first and stays with
+ * the request, which then ends as a fiber of its own would.  Every way a
+ * handler parks passes here: the wait backend (io.c waits only after
+ * EAGAIN), sks_sleep and sks_run_blocking.
+ */
+static void hand_off(void)
+{
+    struct fiber_loop *lp = this_loop;
+    struct sks__fib *me = sks__floop_self();
+
+    if (lp == NULL || me == NULL || lp->inline_fib != me)
+        return;
+    lp->inline_fib = NULL;
+    pthread_mutex_lock(&lp->lock);
+    lp->acceptor = NULL;
+    pthread_mutex_unlock(&lp->lock);
+    if (sks__floop_spawn(lp->fl, acceptor, lp) == 0)
+        return;
+    /* No memory for a new acceptor: this one waits with the request. */
+    pthread_mutex_lock(&lp->lock);
+    lp->acceptor = me;
+    pthread_mutex_unlock(&lp->lock);
+}
 
 /* ------------------------------------------------------------------------ */
 /* The wait backend of the loop threads                                      */
@@ -86,6 +138,7 @@ static int fiber_wait(struct pollfd *fds, size_t n, double deadline)
 {
     if (sks__floop_here() == NULL)    /* the scheduler itself: never */
         return sks__blocking_wait.wait(fds, n, deadline);
+    hand_off();
     if (n == 0) {
         int r = sks__floop_sleep(deadline);
         return r < 0 ? r : 0;
@@ -117,17 +170,49 @@ static int fiber_wait(struct pollfd *fds, size_t n, double deadline)
     }
 }
 
+static void count_lent(struct fiber_loop *lp, int by)
+{
+    size_t n = atomic_load_explicit(&lp->lent, memory_order_relaxed);
+    atomic_store_explicit(&lp->lent, n + (size_t)by, memory_order_relaxed);
+}
+
+/* A loop's pool is of one size, the first given back (a server's rfiles
+ * all have its handler class's rbufsize); other sizes are malloc'd. */
+static void *fiber_take(size_t size)
+{
+    struct fiber_loop *lp = this_loop;
+    void *buf = lp->pool_nfree > 0 && size == lp->pool_size
+                    ? lp->pool[--lp->pool_nfree]
+                    : malloc(size);
+    if (buf != NULL)
+        count_lent(lp, 1);
+    return buf;
+}
+
+static void fiber_give(void *buf, size_t size)
+{
+    struct fiber_loop *lp = this_loop;
+    count_lent(lp, -1);
+    if (lp->pool_size == 0)
+        lp->pool_size = size;
+    if (size == lp->pool_size && lp->pool_nfree < POOL_KEEP)
+        lp->pool[lp->pool_nfree++] = buf;
+    else
+        free(buf);
+}
+
 static const sks__wait_backend fiber_backend = {
     .name = "fiber",
     .wait = fiber_wait,
+    .take = fiber_take,
+    .give = fiber_give,
 };
 
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 
-static void request_fiber(void *arg)
+static void serve_request(sks_request *req)
 {
-    sks_request *req = arg;
     struct fiber_loop *lp = this_loop;
     sks_server *srv = lp->srv;
     int fd = req->fd;
@@ -135,6 +220,8 @@ static void request_fiber(void *arg)
 
     if (stream)
         (void)sks__floop_register(fd);
+    /* What the watchdog names if this request holds its loop. */
+    sks__floop_set_tag((sks__floop_tag)srv->handler->handle);
     int err = srv->ops->finish_request(srv, req);
     if (err < 0)
         sks_server_handle_error(srv, req, err);
@@ -142,6 +229,11 @@ static void request_fiber(void *arg)
     if (stream)
         sks__floop_forget(fd);
     atomic_fetch_sub(&lp->fm->fibers, 1);
+}
+
+static void request_fiber(void *arg)
+{
+    serve_request(arg);
 }
 
 int sks_fiber_process_request(sks_server *srv, sks_request *req)
@@ -155,6 +247,17 @@ int sks_fiber_process_request(sks_server *srv, sks_request *req)
         return sks__model_super(srv, &sks__fiber_model)
             ->process_request(srv, req);
     atomic_fetch_add(&fm->fibers, 1);
+    struct fiber_loop *lp = this_loop;
+    struct sks__fib *me = sks__floop_self();
+    if (req->datagram && lp->acceptor == me && lp->inline_fib == NULL) {
+        lp->inline_fib = me;
+        serve_request(req);
+        if (lp->inline_fib == me) {
+            lp->inline_fib = NULL;
+            sks__floop_set_tag(NULL);
+        }
+        return 0;
+    }
     int err = sks__floop_spawn(l, request_fiber, req);
     if (err != 0)
         atomic_fetch_sub(&fm->fibers, 1);
@@ -239,8 +342,11 @@ static void acceptor(void *arg)
         }
         int taken = 0, got = 1;
         while (taken < ACCEPT_BATCH && !atomic_load(&fm->stopping) &&
-               (got = take_one(lp)) > 0)
+               (got = take_one(lp)) > 0) {
             taken++;
+            if (lp->acceptor != sks__floop_self())
+                return;               /* handed off: the request is done */
+        }
         if (got == 0)
             r = sks__floop_wait_fd(srv->fd, false, INFINITY);
         else if (taken == ACCEPT_BATCH)
@@ -311,6 +417,8 @@ static void end_loops(struct fiber_model *fm, bool cancel)
         if (lp->started)
             pthread_join(lp->thread, NULL);
         sks__floop_free(lp->fl);
+        while (lp->pool_nfree > 0)
+            free(lp->pool[--lp->pool_nfree]);
         pthread_cond_destroy(&lp->acceptor_gone);
         pthread_mutex_destroy(&lp->lock);
     }
@@ -366,14 +474,42 @@ static void watch(sks_server *srv, struct fiber_model *fm)
 {
     for (size_t i = 0; i < fm->n; i++) {
         struct fiber_loop *lp = &fm->lp[i];
-        if (!sks__floop_held(lp->fl, &lp->resumes_seen)) {
+        sks__floop_tag tag;
+        if (!sks__floop_held(lp->fl, &lp->resumes_seen, &tag)) {
             lp->held = 0;
             continue;
         }
         if (++lp->held == 2) {
+            /* Where, before handle_error hears of it (it may ask). */
+            pthread_mutex_lock(&fm->stall_lock);
+            fm->last_stall = (sks_fiber_stall){
+                .loop = i,
+                .handle = (int (*)(sks_handler *))tag,
+                .thread = lp->thread,
+            };
+            pthread_mutex_unlock(&fm->stall_lock);
             atomic_fetch_add(&fm->stalls, 1);
             sks_server_handle_error(srv, NULL, -ETIME);
         }
+    }
+}
+
+/*
+ * Go's scavenger, in small: once a crowd of connections has gone (a burst,
+ * an attack of slow clients), the allocator still holds their buffers,
+ * resident (glibc keeps the holes in its heaps: some 10 KiB a connection
+ * of the HTTP example's after 10,000 slowloris connections).  When the
+ * fibers running fall to a quarter of a peak of SCAVENGE_PEAK or more,
+ * that memory goes back to the system.
+ */
+static void scavenge(struct fiber_model *fm)
+{
+    size_t now = atomic_load(&fm->fibers);
+    if (now > fm->peak)
+        fm->peak = now;
+    if (fm->peak >= SCAVENGE_PEAK && now <= fm->peak / 4) {
+        sks__release_free_memory();
+        fm->peak = now;
     }
 }
 
@@ -431,6 +567,7 @@ int sks_fiber_serve_forever(sks_server *srv, double poll_interval)
             watch(srv, fm);
             next_sample = sks__now() + sample;
         }
+        scavenge(fm);
         if (sks__now() >= next_turn) {
             srv->ops->service_actions(srv);
             next_turn = sks__now() + turn;
@@ -495,8 +632,16 @@ static int fiber_attach(sks_server *srv, void **state)
         return -ENOMEM;
     fm->helpers = DEFAULT_HELPERS;
     fm->watchdog = DEFAULT_WATCHDOG;
+    pthread_mutex_init(&fm->stall_lock, NULL);
     *state = fm;
     return 0;
+}
+
+static void fiber_free(void *state)
+{
+    struct fiber_model *fm = state;
+    pthread_mutex_destroy(&fm->stall_lock);
+    free(fm);
 }
 
 const sks_model sks__fiber_model = {
@@ -508,7 +653,7 @@ const sks_model sks__fiber_model = {
     .stats = fiber_stats,
     .cut = fiber_cut,
     .close = fiber_close,
-    .free = free,
+    .free = fiber_free,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -548,6 +693,28 @@ size_t sks_server_fiber_stalls(const sks_server *srv)
     return fm != NULL ? atomic_load(&fm->stalls) : 0;
 }
 
+int sks_server_fiber_last_stall(const sks_server *srv, sks_fiber_stall *out)
+{
+    struct fiber_model *fm = sks__model_state(srv, &sks__fiber_model);
+    if (fm == NULL || out == NULL)
+        return -EINVAL;
+    if (atomic_load(&fm->stalls) == 0)
+        return -ENOENT;
+    pthread_mutex_lock(&fm->stall_lock);
+    *out = fm->last_stall;
+    pthread_mutex_unlock(&fm->stall_lock);
+    return 0;
+}
+
+size_t sks_server_fiber_read_buffers(const sks_server *srv)
+{
+    struct fiber_model *fm = sks__model_state(srv, &sks__fiber_model);
+    size_t n = 0;
+    for (size_t i = 0; fm != NULL && i < fm->n; i++)
+        n += atomic_load_explicit(&fm->lp[i].lent, memory_order_relaxed);
+    return n;
+}
+
 int sks_run_blocking(sks_handler *h, void (*fn)(void *), void *arg)
 {
     if (h == NULL || fn == NULL)
@@ -557,6 +724,7 @@ int sks_run_blocking(sks_handler *h, void (*fn)(void *), void *arg)
         fn(arg);
         return 0;
     }
+    hand_off();
     return sks__floop_offload(&fm->pool, fn, arg);
 }
 
@@ -565,8 +733,10 @@ int sks_sleep(sks_handler *h, double seconds)
     if (h == NULL || !(seconds >= 0))
         return -EINVAL;
     double deadline = sks__now() + seconds;
-    if (sks__floop_here() != NULL)
+    if (sks__floop_here() != NULL) {
+        hand_off();
         return sks__floop_sleep(deadline);
+    }
     for (;;) {
         double left = deadline - sks__now();
         if (left <= 0)

@@ -40,6 +40,7 @@ struct sks__fib {
     bool wait_write;
     bool parked;
     int wake;                           /* what the last park returns */
+    sks__floop_tag tag;                 /* what it runs (sks__floop_set_tag) */
 };
 
 struct fdwait {
@@ -68,6 +69,7 @@ struct sks__floop {
      * now (a fiber that holds the loop leaves resumes unchanged). */
     atomic_ulong resumes;
     atomic_bool in_fiber;
+    _Atomic(sks__floop_tag) running;    /* the tag of the one that runs */
 };
 
 #define NOT_IN_HEAP SIZE_MAX
@@ -510,6 +512,7 @@ static void run_ready(struct sks__floop *l)
     while (f != NULL) {
         struct sks__fib *next = f == last ? NULL : f->next;
         l->current = f;
+        atomic_store_explicit(&l->running, f->tag, memory_order_relaxed);
         atomic_store_explicit(&l->in_fiber, true, memory_order_relaxed);
         atomic_fetch_add_explicit(&l->resumes, 1, memory_order_relaxed);
         sks__fiber_switch(&l->sched, &f->f);
@@ -643,11 +646,22 @@ size_t sks__floop_fibers(const struct sks__floop *l)
     return l->nfibers;
 }
 
-bool sks__floop_held(struct sks__floop *l, unsigned long *resumes)
+void sks__floop_set_tag(sks__floop_tag tag)
+{
+    struct sks__floop *l = here;
+    if (l == NULL || l->current == NULL)
+        return;
+    l->current->tag = tag;
+    atomic_store_explicit(&l->running, tag, memory_order_relaxed);
+}
+
+bool sks__floop_held(struct sks__floop *l, unsigned long *resumes,
+                     sks__floop_tag *tag)
 {
     unsigned long now = atomic_load_explicit(&l->resumes, memory_order_relaxed);
     bool held = atomic_load_explicit(&l->in_fiber, memory_order_relaxed) &&
                 now == *resumes;
     *resumes = now;
+    *tag = atomic_load_explicit(&l->running, memory_order_relaxed);
     return held;
 }

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #if defined(__has_include)
-#if __has_include(<valgrind/memcheck.h>)
+#if __has_include(<valgrind/memcheck.h>) && !defined(SKS_NO_TOOL_ANNOTATIONS)
 #include <valgrind/memcheck.h>
 #endif
 #endif

@@ -14,7 +14,9 @@ void sks__release_files(sks_handler *h)
         return;
     if (!h->wf.borrowed)
         free(h->wf.buf);
-    if (h->rf.owned)
+    if (h->rf.lent)
+        sks__wait_give(h->rf.buf, h->rf.cap);
+    else if (h->rf.owned)
         free(h->rf.buf);
     h->rfile = NULL;
     h->wfile = NULL;

@@ -84,6 +84,8 @@ struct sks_rfile {
     size_t cap, pos, end;
     bool eof;
     bool owned;         /* buf was malloc'd by the library */
+    bool lent;          /* buf is the wait backend's, given back while a
+                           read waits with nothing buffered (NULL then) */
 };
 
 struct sks_wfile {
@@ -373,6 +375,13 @@ double sks__conn_deadline(const struct sks__conn *c);
  *            passed, or -errno; EINTR is not an error (it waits on, to the
  *            same deadline).
  *
+ *   take, give  Read buffers of `size` bytes for connections waiting
+ *            with nothing buffered, which hold none meanwhile (the fiber
+ *            backend's per-loop pool: an idle connection then costs no
+ *            buffer).  take: a buffer or NULL; give: one taken from this
+ *            backend, on the same thread.  NULL (both): no pool, and a
+ *            connection keeps its buffer (stream.c asks sks__wait_lends).
+ *
  * io.c calls prepare only for operations with a deadline, then attempts
  * the call, and calls wait only after EAGAIN, which before the deadline is
  * never reported as a timeout: the socket was non-blocking, or a kernel
@@ -382,6 +391,8 @@ typedef struct sks__wait_backend {
     const char *name;
     int (*prepare)(struct sks__conn *c, short events, double left);
     int (*wait)(struct pollfd *fds, size_t n, double deadline);
+    void *(*take)(size_t size);
+    void (*give)(void *buf, size_t size);
 } sks__wait_backend;
 
 /* poll(2) and the kernel's socket timeouts (wait.c): every thread's
@@ -394,6 +405,11 @@ void sks__wait_use(const sks__wait_backend *backend);
 int sks__wait(struct pollfd *fds, size_t n, double deadline);
 /* The calling thread's backend's prepare, when it has one; else 0. */
 int sks__wait_prepare(struct sks__conn *c, short events, double left);
+/* Whether the calling thread's backend lends read buffers; its take and
+ * give (malloc and free where it has none; give ignores NULL). */
+bool sks__wait_lends(void);
+void *sks__wait_take(size_t size);
+void sks__wait_give(void *buf, size_t size);
 
 /*
  * The system-call layer (io.c): EINTR retried, never SIGPIPE, EAGAIN waited
@@ -408,6 +424,11 @@ int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n);
  * sent, 0 at end of file, or -errno; never raises SIGPIPE. */
 ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd, off_t *offset,
                            size_t n);
+/* sks__conn_recv into *buf (n bytes; NULL: none held yet), which is the
+ * wait backend's (sks__wait_take): given back while the call waits, so
+ * *buf is NULL after an error, a new one after the wait.  -ENOMEM when
+ * none can be had. */
+ssize_t sks__conn_recv_lent(struct sks__conn *c, char **buf, size_t n);
 /* Waits until c's socket is readable or c's deadline passes, then peeks at
  * up to n bytes without consuming them: the count, 0 at end of input,
  * -ETIMEDOUT, or -errno. */
@@ -536,6 +557,12 @@ int sks__proxy_accept(sks_server *srv, sks_request *req);
 #define SKS__TSAN 1
 #endif
 #endif
+/* The negative control of tests/test_fiber_tools.sh: fiber files that
+ * tell no tool (ASan, TSan, valgrind) of their stacks and switches. */
+#ifdef SKS_NO_TOOL_ANNOTATIONS
+#undef SKS__ASAN
+#undef SKS__TSAN
+#endif
 
 /* One stack.  The descriptor lives in the mapping, above the stack. */
 struct sks__stack {
@@ -655,10 +682,17 @@ void sks__floop_yield(void);
 struct sks__fib;
 struct sks__fib *sks__floop_self(void);
 void sks__floop_interrupt(struct sks__fib *f);
+/* What a fiber runs, for a watchdog and a debugger: the calling fiber's
+ * tag (NULL at first), which may change as it goes (a function copied,
+ * never called here). */
+typedef void (*sks__floop_tag)(void);
+void sks__floop_set_tag(sks__floop_tag tag);
 /* For a watchdog thread, every interval: true when the same fiber has
  * run since the previous call, without yielding (*resumes: the count the
- * previous call saw, updated). */
-bool sks__floop_held(struct sks__floop *l, unsigned long *resumes);
+ * previous call saw, updated); *tag: the tag of the fiber that runs, or
+ * last ran (read without touching the fiber, which may end meanwhile). */
+bool sks__floop_held(struct sks__floop *l, unsigned long *resumes,
+                     sks__floop_tag *tag);
 
 /* Helper threads for blocking work (fiber_loop.c).  sks__floop_offload
  * runs fn(arg) on one of them while the calling fiber parks, and returns

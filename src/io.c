@@ -157,13 +157,16 @@ struct op {
     size_t n;
     int in_fd;          /* OP_SENDFILE: the file, at *offset */
     off_t *offset;
+    /* OP_RECV into a lent buffer (sks__conn_recv_lent): *lent, not buf,
+     * given back while the operation waits. */
+    char **lent;
 };
 
 static ssize_t attempt(int fd, const struct op *op)
 {
     switch (op->kind) {
     case OP_RECV:
-        return recv(fd, op->buf, op->n, 0);
+        return recv(fd, op->lent != NULL ? *op->lent : op->buf, op->n, 0);
     case OP_PEEK:
         /* MSG_DONTWAIT: the socket stays blocking for the handler, and
          * this attempt must never block past the deadline. */
@@ -199,7 +202,17 @@ run(struct sks__conn *c, const struct op *op)
             request_started(c);
         if (r >= 0)
             return r;
+        if (op->lent != NULL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* after_failure reads errno, which free need not keep. */
+            int e = errno;
+            sks__wait_give(*op->lent, op->n);
+            *op->lent = NULL;
+            errno = e;
+        }
         err = after_failure(c->fd, events, deadline);
+        if (err == 0 && op->lent != NULL && *op->lent == NULL &&
+            (*op->lent = sks__wait_take(op->n)) == NULL)
+            err = -ENOMEM;
         if (err != 0)
             return expired(c, err, deadline);
     }
@@ -224,6 +237,22 @@ run_watched(struct sks__conn *c, const struct op *op)
 ssize_t sks__conn_recv(struct sks__conn *c, void *buf, size_t n)
 {
     return run_watched(c, &(struct op){ .kind = OP_RECV, .buf = buf, .n = n });
+}
+
+/*
+ * A connection that waits with nothing buffered need not hold a buffer: a
+ * fiber parked between requests would otherwise keep rbufsize bytes per
+ * idle connection.  Here the buffer is the wait backend's (wait.c): it is
+ * given back while the operation waits and taken again to try once more,
+ * from a per-loop pool under fibers (stream.c reads this way only where
+ * the backend has one).
+ */
+ssize_t sks__conn_recv_lent(struct sks__conn *c, char **buf, size_t n)
+{
+    if (*buf == NULL && (*buf = sks__wait_take(n)) == NULL)
+        return -ENOMEM;
+    return run_watched(c, &(struct op){ .kind = OP_RECV, .n = n,
+                                        .lent = buf });
 }
 
 ssize_t sks__conn_peek(struct sks__conn *c, void *buf, size_t n)

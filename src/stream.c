@@ -22,16 +22,24 @@
  * of input, or -errno. */
 static ssize_t fill(sks_rfile *r)
 {
+    ssize_t n;
+
     if (r->eof)
         return 0;
     if (r->pos == r->end) {
+        /* Nothing buffered: a lent buffer goes back while the read waits
+         * (an idle fiber holds none; see sks__conn_recv_lent). */
         r->pos = r->end = 0;
-    } else if (r->end == r->cap && r->pos > 0) {
-        memmove(r->buf, r->buf + r->pos, r->end - r->pos);
-        r->end -= r->pos;
-        r->pos = 0;
+        n = r->lent ? sks__conn_recv_lent(r->conn, &r->buf, r->cap)
+                    : sks__conn_recv(r->conn, r->buf, r->cap);
+    } else {
+        if (r->end == r->cap && r->pos > 0) {
+            memmove(r->buf, r->buf + r->pos, r->end - r->pos);
+            r->end -= r->pos;
+            r->pos = 0;
+        }
+        n = sks__conn_recv(r->conn, r->buf + r->end, r->cap - r->end);
     }
-    ssize_t n = sks__conn_recv(r->conn, r->buf + r->end, r->cap - r->end);
     if (n == 0)
         r->eof = true;
     if (n > 0)
@@ -49,7 +57,10 @@ ssize_t sks_rfile_readline_view(sks_rfile *r, const char **line, size_t max)
     for (;;) {
         size_t avail = r->end - r->pos;
         size_t upto = avail < limit ? avail : limit;
-        char *nl = memchr(r->buf + r->pos + scanned, '\n', upto - scanned);
+        /* Nothing new to scan (and a lent buffer may be NULL then). */
+        char *nl = upto > scanned
+                       ? memchr(r->buf + r->pos + scanned, '\n', upto - scanned)
+                       : NULL;
         if (nl != NULL || avail >= limit || r->eof) {
             size_t n = nl ? (size_t)(nl - (r->buf + r->pos)) + 1 : upto;
             *line = r->buf + r->pos;
@@ -320,13 +331,17 @@ int sks_stream_setup(sks_handler *h)
     h->conn.watch = &h->request->wait;
     /* The server's copy of the class: a version-1 class reads as none. */
     sks__conn_limits(&h->conn, cls->request_timeout, cls->idle_timeout);
-    h->rf = (struct sks_rfile){ .conn = &h->conn, .owned = true };
+    /* Where the wait backend lends read buffers (fibers), the first read
+     * takes one: a connection that never sends holds none. */
+    h->rf = (struct sks_rfile){ .conn = &h->conn, .owned = true,
+                                .lent = sks__wait_lends() };
     h->rf.cap = cls->rbufsize ? cls->rbufsize : DEFAULT_RBUFSIZE;
-    h->rf.buf = malloc(h->rf.cap);
+    h->rf.buf = h->rf.lent ? NULL : malloc(h->rf.cap);
     h->wf = (struct sks_wfile){ .conn = &h->conn, .cap = cls->wbufsize };
     if (cls->wbufsize > 0)
         h->wf.buf = malloc(cls->wbufsize);
-    if (h->rf.buf == NULL || (cls->wbufsize > 0 && h->wf.buf == NULL)) {
+    if ((h->rf.buf == NULL && !h->rf.lent) ||
+        (cls->wbufsize > 0 && h->wf.buf == NULL)) {
         free(h->rf.buf);
         free(h->wf.buf);
         return -ENOMEM;

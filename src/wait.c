@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 
 /* ------------------------------------------------------------------------ */
@@ -41,6 +42,28 @@ int sks__wait_prepare(struct sks__conn *c, short events, double left)
 {
     const sks__wait_backend *b = backend();
     return b->prepare != NULL ? b->prepare(c, events, left) : 0;
+}
+
+bool sks__wait_lends(void)
+{
+    return backend()->take != NULL;
+}
+
+void *sks__wait_take(size_t size)
+{
+    const sks__wait_backend *b = backend();
+    return b->take != NULL ? b->take(size) : malloc(size);
+}
+
+void sks__wait_give(void *buf, size_t size)
+{
+    const sks__wait_backend *b = backend();
+    if (buf == NULL)
+        return;
+    if (b->give != NULL)
+        b->give(buf, size);
+    else
+        free(buf);
 }
 
 /* ------------------------------------------------------------------------ */

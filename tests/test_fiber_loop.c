@@ -608,6 +608,7 @@ static void test_blocking_work_outside_a_loop_runs_here(void **state)
 }
 
 static atomic_int held_seen, watching;
+static _Atomic(sks__floop_tag) held_tag; /* the tag of the last one held */
 
 static void *watchdog(void *arg)
 {
@@ -615,8 +616,11 @@ static void *watchdog(void *arg)
     while (atomic_load(&watching)) {
         struct timespec ts = { 0, 20 * 1000 * 1000 };
         nanosleep(&ts, NULL);
-        if (sks__floop_held(arg, &resumes))
+        sks__floop_tag tag;
+        if (sks__floop_held(arg, &resumes, &tag)) {
+            atomic_store(&held_tag, tag);
             atomic_fetch_add(&held_seen, 1);
+        }
     }
     return NULL;
 }
@@ -642,6 +646,7 @@ static void hog(void *arg)
 {
     (void)arg;
     double end = sks__now() + 5;
+    sks__floop_set_tag((sks__floop_tag)hog);
     while (atomic_load(&held_seen) < 2 && sks__now() < end)
         ;
 }
@@ -683,6 +688,8 @@ static void test_a_fiber_holding_its_loop_is_seen(void **state)
     printf("held in samples: polite %d, hog %d\n", polite_seen, hog_seen);
     assert_true(polite_seen <= 1);
     assert_true(hog_seen >= 2);
+    /* And which fiber: the tag it gave itself. */
+    assert_true(atomic_load(&held_tag) == (sks__floop_tag)hog);
 }
 
 static struct sks__fib *intr_target;

@@ -4,7 +4,8 @@
  * check under the fiber tables too): how its mixin composes, its loops and
  * threads, a fiber staying on its thread, per-operation timeouts from the
  * timer heap, blocking work and sleeps that leave the loop free, the
- * watchdog, and handle_request outside serve_forever.
+ * watchdog, handle_request outside serve_forever, and idle connections
+ * that hold no read buffer.
  */
 #define _GNU_SOURCE
 #include "support.h"
@@ -12,6 +13,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -55,6 +57,7 @@ static void test_setters_check_values_and_ignore_other_models(void **state)
     assert_int_equal(sks_server_set_fiber_watchdog(srv, -1), -EINVAL);
     assert_int_equal(sks_server_set_fiber_watchdog(srv, NAN), -EINVAL);
     assert_int_equal(sks_server_fiber_stalls(srv), 0);
+    assert_int_equal(sks_server_fiber_read_buffers(srv), 0);
     sks_server_free(srv);
 }
 
@@ -242,21 +245,26 @@ static void test_blocking_work_under_threads_runs_in_the_thread(void **state)
 }
 
 static atomic_int stall_reports;
+static sks_fiber_stall stall_seen; /* as handle_error found it */
 
 static void count_stalls(sks_server *srv, sks_request *req, int err)
 {
-    (void)srv;
-    if (req == NULL && err == -ETIME)
+    if (req == NULL && err == -ETIME) {
+        assert_int_equal(sks_server_fiber_last_stall(srv, &stall_seen), 0);
         atomic_fetch_add(&stall_reports, 1);
+    }
 }
 
 /* Spins without yielding, a handler that holds its loop, until the
  * watchdog has reported it (at most 5 s): under valgrind, which runs one
  * thread at a time, the watchdog's samples come late while a thread
  * spins. */
+static pthread_t hog_thread;
+
 static int hog_then_echo(sks_handler *h)
 {
     double end = now_seconds() + 5;
+    hog_thread = pthread_self();
     while (sks_server_fiber_stalls(sks_handler_server(h)) == 0 &&
            now_seconds() < end)
         ;
@@ -292,15 +300,158 @@ static void test_the_watchdog_reports_a_handler_holding_its_loop(void **state)
     assert_echo_once(ts.address, SOCK_STREAM, "polite\n");
     sleep_ms(150);
     assert_int_equal(sks_server_fiber_stalls(srv), 0);
+    sks_fiber_stall none;
+    assert_int_equal(sks_server_fiber_last_stall(srv, &none), -ENOENT);
     ts_stop(&ts);
 
     srv = ts_new(&ops, "127.0.0.1:0", &hog_class, NULL, 0);
     assert_int_equal(sks_server_set_fiber_watchdog(srv, 0.1), 0);
+    assert_int_equal(sks_server_set_fiber_loops(srv, 1), 0);
     ts_serve(&ts, srv, 0.05);
     assert_echo_once(ts.address, SOCK_STREAM, "hog\n");
-    /* One stall, reported once however many samples saw it. */
+    /* One stall, reported once however many samples saw it, and where:
+     * the one loop, and the handler that held it. */
     assert_int_equal(sks_server_fiber_stalls(srv), 1);
     assert_int_equal(atomic_load(&stall_reports), 1);
+    assert_ptr_equal(stall_seen.handle, hog_then_echo);
+    assert_int_equal(stall_seen.loop, 0);
+    assert_true(pthread_equal(stall_seen.thread, hog_thread));
+    ts_stop(&ts);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Datagrams                                                                 */
+
+/* Echoes a datagram; one that starts "slow" after a 0.3 s sleep. */
+static int slow_or_fast_dgram(sks_handler *h)
+{
+    char buf[64];
+    ssize_t n = sks_rfile_read(sks_handler_rfile(h), buf, sizeof(buf));
+    if (n < 0)
+        return (int)n;
+    if (n >= 4 && memcmp(buf, "slow", 4) == 0) {
+        int err = sks_sleep(h, 0.3);
+        if (err != 0)
+            return err;
+    }
+    return sks_wfile_write(sks_handler_wfile(h), buf, (size_t)n) < 0
+               ? SKS_EHANDLER : 0;
+}
+
+static const sks_handler_class slow_or_fast_dgram_class = {
+    .setup = sks_datagram_setup,
+    .handle = slow_or_fast_dgram,
+    .finish = sks_datagram_finish,
+};
+
+static void recv_reply(int fd, char *buf, size_t cap)
+{
+    ssize_t n;
+    do
+        n = recv(fd, buf, cap - 1, 0);
+    while (n < 0 && errno == EINTR);
+    assert_true(n > 0);
+    buf[n] = '\0';
+}
+
+/* A datagram handler runs in its loop's acceptor; one that parks hands
+ * the acceptor's role on and keeps its fiber: with one loop, four
+ * handlers asleep at once do not hold up a fifth datagram, nor each
+ * other (0.3 s each, well under 4 x 0.3 s in all). */
+static void test_a_parking_datagram_handler_leaves_the_loop_accepting(void **state)
+{
+    (void)state;
+    sks_server *srv = ts_new(&sks_fiber_udp_ops, "127.0.0.1:0",
+                             &slow_or_fast_dgram_class, NULL, 0);
+    assert_int_equal(sks_server_set_fiber_loops(srv, 1), 0);
+    test_server ts;
+    ts_serve(&ts, srv, 0.05);
+    int c = client_dgram(ts.address);
+    assert_true(c >= 0);
+    struct timeval tv = { 5, 0 };
+    assert_int_equal(setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    assert_dgram_echo(c, "warm-up", 7);
+
+    double t0 = now_seconds();
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(send(c, "slow", 4, 0), 4);
+    assert_int_equal(send(c, "fast", 4, 0), 4);
+    char buf[64];
+    recv_reply(c, buf, sizeof(buf));
+    assert_string_equal(buf, "fast");
+    for (int i = 0; i < 4; i++) {
+        recv_reply(c, buf, sizeof(buf));
+        assert_string_equal(buf, "slow");
+    }
+    double took = now_seconds() - t0;
+    print_message("4 sleeping datagram handlers and 1 more in %.0f ms\n",
+                  took * 1000);
+    assert_true(took < 0.9);
+    /* The loop still takes datagrams, with its acceptor handed on. */
+    assert_dgram_echo(c, "after", 5);
+    client_close(c);
+    assert_true(wait_stat_at(srv, offsetof(sks_stats, completed), 7, 5000));
+    sks_stats st;
+    sks_server_stats(srv, &st);
+    assert_int_equal(st.failed, 0);
+    ts_stop(&ts);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Idle memory                                                               */
+
+struct buffers_at {
+    sks_server *srv;
+    size_t want;
+};
+
+static bool read_buffers_at(void *arg)
+{
+    struct buffers_at *b = arg;
+    return sks_server_fiber_read_buffers(b->srv) == b->want;
+}
+
+static void assert_read_buffers(sks_server *srv, size_t want)
+{
+    struct buffers_at b = { srv, want };
+    if (!wait_until(read_buffers_at, &b, 5000))
+        fail_msg("%zu read buffers held, not %zu",
+                 sks_server_fiber_read_buffers(srv), want);
+}
+
+/* A fiber parked in readline with nothing buffered holds no read buffer:
+ * neither before its first byte nor between requests; a partial line
+ * keeps one until the line is complete. */
+static void test_idle_connections_hold_no_read_buffer(void **state)
+{
+    (void)state;
+    enum { N = 50 };
+    sks_server *srv = ts_new(&sks_fiber_tcp_ops, "127.0.0.1:0",
+                             &echo_lines_stream, NULL, 0);
+    assert_int_equal(sks_server_set_fiber_loops(srv, 2), 0);
+    test_server ts;
+    ts_serve(&ts, srv, 0.05);
+    int c[N];
+    for (int i = 0; i < N; i++) {
+        c[i] = client_connect(ts.address);
+        assert_true(c[i] >= 0);
+    }
+    assert_true(wait_stat_at(srv, offsetof(sks_stats, active), N, 5000));
+    assert_read_buffers(srv, 0);
+    for (int i = 0; i < N; i++)
+        assert_echo(c[i], "first\n");
+    assert_read_buffers(srv, 0);
+
+    assert_int_equal(client_send_all(c[7], "part", 4), 0);
+    assert_read_buffers(srv, 1);
+    assert_echo(c[8], "other\n");
+    assert_read_buffers(srv, 1);
+    assert_int_equal(client_send_all(c[7], "ial\n", 4), 0);
+    assert_line(c[7], "partial\n");
+    assert_read_buffers(srv, 0);
+
+    for (int i = 0; i < N; i++)
+        client_close(c[i]);
     ts_stop(&ts);
 }
 
@@ -332,6 +483,8 @@ int main(void)
         cmocka_unit_test(test_blocking_work_under_threads_runs_in_the_thread),
         cmocka_unit_test(test_the_watchdog_reports_a_handler_holding_its_loop),
         cmocka_unit_test(test_handle_request_outside_the_loops_runs_in_place),
+        cmocka_unit_test(test_idle_connections_hold_no_read_buffer),
+        cmocka_unit_test(test_a_parking_datagram_handler_leaves_the_loop_accepting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,19 @@
 # tools/sks_fibers_gdb.py - gdb commands for libsockserver's fibers.
 #
 #   (gdb) source tools/sks_fibers_gdb.py
+#   (gdb) sks-fibers [bt]        every fiber of every loop: its state
+#                                (running, ready, parked on a descriptor,
+#                                asleep), what it runs, and with `bt` the
+#                                backtrace of each one not running
 #   (gdb) sks-fiber-bt FIBER     backtrace of a parked fiber: FIBER is a
 #                                sks__fiber or a pointer to one
+#
+# The loops are found through each thread's `here` (fiber_loop.c's
+# thread-local loop pointer), which needs libthread_db (glibc's); where
+# gdb cannot read thread-local variables (musl), through the `l` of the
+# thread's sks__floop_run frame.  Either way, a -g build.  The
+# fiber that is running is the loop thread's own stack: `thread N` and
+# `bt` show it, as the watchdog's sks_server_fiber_last_stall() says.
 #
 # A parked fiber is not a thread, so gdb's `bt` cannot see it.  Its saved
 # context is the frame that sks__fctx_switch left at fiber->sp (see
@@ -70,3 +81,78 @@ class FiberBacktrace(gdb.Command):
 
 
 FiberBacktrace()
+
+
+def thread_loop():
+    """The selected thread's fiber loop (struct sks__floop *), or None."""
+    try:
+        loop = gdb.parse_and_eval("here")
+        return loop if int(loop) != 0 else None
+    except gdb.error:
+        pass
+    frame = gdb.newest_frame()
+    while frame is not None:
+        if frame.name() == "sks__floop_run":
+            try:
+                loop = frame.read_var("l")
+                return loop if int(loop) != 0 else None
+            except (gdb.error, ValueError):
+                return None
+        frame = frame.older()
+    return None
+
+
+def fiber_state(fib, is_current):
+    """What a fiber (struct sks__fib) is doing, in words."""
+    if is_current:
+        return "running"
+    if not bool(fib["parked"]):
+        return "ready"
+    fd = int(fib["wait_fd"])
+    if fd >= 0:
+        return "parked on fd %d (%s)" % (fd, "write" if bool(fib["wait_write"]) else "read")
+    if int(fib["heap_idx"]) != (1 << 64) - 1 and int(fib["heap_idx"]) != (1 << 32) - 1:
+        return "asleep (deadline %.3f)" % float(fib["deadline"])
+    return "parked"
+
+
+class FiberList(gdb.Command):
+    """sks-fibers [bt]: every fiber of every loop (with bt: and the backtraces of those not running)."""
+
+    def __init__(self):
+        super().__init__("sks-fibers", gdb.COMMAND_STACK)
+
+    def invoke(self, arg, from_tty):
+        want_bt = arg.strip() == "bt"
+        inferior = gdb.selected_inferior()
+        start = gdb.selected_thread()
+        loops = 0
+        try:
+            for th in sorted(inferior.threads(), key=lambda t: t.num):
+                th.switch()
+                loop = thread_loop()
+                if loop is None:
+                    continue
+                loops += 1
+                l = loop.dereference()
+                current = int(l["current"])
+                print("loop %#x on thread %d (LWP %d): %d fibers"
+                      % (int(loop), th.num, th.ptid[1], int(l["nfibers"])))
+                f = l["all"]
+                while int(f) != 0:
+                    fib = f.dereference()
+                    tag = int(fib["tag"])
+                    print("  fiber %#x  %-28s runs %s%s"
+                          % (int(f), fiber_state(fib, int(f) == current),
+                             fib["f"]["fn"],
+                             " handler %s" % fib["tag"] if tag else ""))
+                    if want_bt and int(f) != current:
+                        gdb.execute("sks-fiber-bt (sks__fiber *)%d" % int(fib["f"].address))
+                    f = fib["all_next"]
+        finally:
+            start.switch()
+        if loops == 0:
+            print("sks-fibers: no fiber loop in this process (or no debug symbols)")
+
+
+FiberList()
