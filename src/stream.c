@@ -318,6 +318,10 @@ int sks_stream_setup(sks_handler *h)
      * socket option set here: see "Waiting in one place" in DESIGN.md. */
     h->conn = sks__conn_make(fd, cls->timeout);
     h->conn.watch = &h->request->wait;
+    /* The server's transport (a TLS handshake) before any request. */
+    int err = sks__conn_start(&h->conn, h->server);
+    if (err != 0)
+        return err;
     /* The server's copy of the class: a version-1 class reads as none. */
     sks__conn_limits(&h->conn, cls->request_timeout, cls->idle_timeout);
     h->rf = (struct sks_rfile){ .conn = &h->conn, .owned = true };
@@ -329,6 +333,7 @@ int sks_stream_setup(sks_handler *h)
     if (h->rf.buf == NULL || (cls->wbufsize > 0 && h->wf.buf == NULL)) {
         free(h->rf.buf);
         free(h->wf.buf);
+        sks__conn_close(&h->conn);
         return -ENOMEM;
     }
     h->rfile = &h->rf;
@@ -343,6 +348,7 @@ int sks_stream_finish(sks_handler *h)
     /* A final error such as a reset peer is expected here and ignored, as
      * Python's StreamRequestHandler.finish does (bpo-14574). */
     (void)sks_wfile_flush(h->wfile);
+    sks__conn_end(&h->conn);
     sks__release_files(h);
     return 0;
 }
