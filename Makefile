@@ -89,8 +89,9 @@ $(BUILD)/$(LINKNAME): $(SHARED)
 
 examples: $(EX_BIN)
 
+# EX_CFLAGS, EX_LIBS: what an example that offers TLS adds (src/tls/tls.mk).
 $(BUILD)/examples/%: examples/%.c $(EX_COMMON) $(STATIC) | $(BUILD)/examples
-	$(CC) $(CFLAGS) -Iexamples $< $(EX_COMMON) $(STATIC) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(EX_CFLAGS) -Iexamples $< $(EX_COMMON) $(EX_LIBS) $(STATIC) $(LDLIBS) -o $@
 
 $(BUILD)/obj $(BUILD)/pic $(BUILD)/examples $(BUILD)/tests:
 	mkdir -p $@
@@ -207,8 +208,9 @@ check-fresh:
 
 # Benchmarks, the reliability suite and the other-platform runs keep their
 # rules beside their code.
+-include src/tls/tls.mk
 -include bench/bench.mk
 -include tests/reliability.mk
 -include tests/portable.mk
 
--include $(LIB_OBJ:.o=.d) $(LIB_PIC:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(LIB_PIC:.o=.d) $(TLS_OBJ:.o=.d) $(TLS_PIC:.o=.d)

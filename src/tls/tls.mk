@@ -1,0 +1,72 @@
+# src/tls/tls.mk - libsockserver_tls, TLS on OpenSSL 3 (included by the
+# top Makefile).  A separate library with its own header and .pc, so that
+# libsockserver itself never links OpenSSL (libevent's libevent_openssl).
+#
+#   make TLS=openssl   builds it (libssl-dev, OpenSSL 3, needed)
+#   make TLS=no        does not
+#   make               builds it when pkg-config finds libssl >= 3
+#
+# The TLS examples (http_file_server --tls, echo_server --tls) and tests
+# come with it; without it, those say "built without TLS" and the tests
+# skip.
+
+TLS_FOUND := $(shell pkg-config --exists 'libssl >= 3' 2>/dev/null && echo openssl)
+TLS       ?= $(if $(TLS_FOUND),openssl,no)
+
+TLS_SRC    := $(wildcard src/tls/*.c)
+TLS_OBJ    := $(TLS_SRC:src/tls/%.c=$(BUILD)/tls/obj/%.o)
+TLS_PIC    := $(TLS_SRC:src/tls/%.c=$(BUILD)/tls/pic/%.o)
+TLS_STATIC := $(BUILD)/libsockserver_tls.a
+TLS_SHARED := $(BUILD)/libsockserver_tls.so.$(VERSION)
+TLS_SONAME := libsockserver_tls.so.$(SOVERSION)
+TLS_CFLAGS  = $(shell pkg-config --cflags libssl libcrypto 2>/dev/null)
+TLS_LIBS    = $(shell pkg-config --libs libssl libcrypto 2>/dev/null)
+
+.PHONY: tls tls-line
+
+# One line per build saying which way it went.
+tls-line:
+	@echo "TLS: $(if $(filter openssl,$(TLS)),openssl $(shell pkg-config --modversion libssl 2>/dev/null): $(TLS_SHARED) (make TLS=no to skip),off: $(if $(filter no,$(TLS)),TLS=no,no libssl >= 3 (apt-get install libssl-dev)); make TLS=openssl builds libsockserver_tls)"
+
+ifeq ($(TLS),openssl)
+lib: tls
+tls: tls-line $(TLS_STATIC) $(TLS_SHARED) $(BUILD)/libsockserver_tls.so
+
+# The examples that offer --tls, and how they link it.
+TLS_EXAMPLES := $(BUILD)/examples/http_file_server $(BUILD)/examples/echo_server
+$(TLS_EXAMPLES): EX_CFLAGS = -DEXAMPLE_TLS $(TLS_CFLAGS)
+$(TLS_EXAMPLES): EX_LIBS = $(TLS_STATIC) $(TLS_LIBS)
+$(TLS_EXAMPLES): $(TLS_STATIC)
+else
+lib: tls-line
+endif
+
+$(BUILD)/tls/obj $(BUILD)/tls/pic:
+	mkdir -p $@
+
+$(BUILD)/tls/obj/%.o: src/tls/%.c | $(BUILD)/tls/obj
+	$(CC) $(CFLAGS) $(TLS_CFLAGS) -fvisibility=hidden -c $< -o $@
+
+$(BUILD)/tls/pic/%.o: src/tls/%.c | $(BUILD)/tls/pic
+	$(CC) $(CFLAGS) $(TLS_CFLAGS) -fvisibility=hidden -fPIC -c $< -o $@
+
+$(TLS_STATIC): $(TLS_OBJ)
+	$(AR) rcs $@ $^
+
+# Linked against the core's shared library (never into it): a program
+# using both loads one libsockserver.
+$(TLS_SHARED): $(TLS_PIC) $(SHARED) $(BUILD)/$(LINKNAME)
+	$(CC) -shared -Wl,-soname,$(TLS_SONAME) -o $@ $(TLS_PIC) \
+	  -L$(BUILD) -lsockserver $(TLS_LIBS) $(LDLIBS)
+
+$(BUILD)/libsockserver_tls.so: $(TLS_SHARED)
+	ln -sf $(notdir $(TLS_SHARED)) $(BUILD)/$(TLS_SONAME)
+	ln -sf $(TLS_SONAME) $@
+
+$(BUILD)/libsockserver-tls.pc: src/tls/tls.mk | $(BUILD)/obj
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
+	  'Name: sockserver-tls' \
+	  'Description: TLS on OpenSSL 3 for libsockserver stream servers' \
+	  'Version: $(VERSION)' 'Requires: sockserver = $(VERSION)' \
+	  'Requires.private: libssl libcrypto' \
+	  'Libs: -L$${libdir} -lsockserver_tls' 'Cflags: -I$${includedir}' > $@
