@@ -31,13 +31,18 @@
 #endif
 
 /* SIGPIPE: MSG_NOSIGNAL per call (Linux, the BSDs), else SO_NOSIGPIPE per
- * socket (macOS), else blocking the signal around the call. */
+ * socket (macOS), else blocking the signal around the call.  Tested as
+ * HAVE_MSG_NOSIGNAL, never as "NOSIGNAL_FLAG != 0": glibc defines
+ * MSG_NOSIGNAL as itself (an enum constant), which #if reads as 0, so
+ * every send on Linux took the signal-blocking path. */
 #if defined(MSG_NOSIGNAL) && !defined(SKS_PORTABLE)
+#define HAVE_MSG_NOSIGNAL 1
 #define NOSIGNAL_FLAG MSG_NOSIGNAL
 #else
+#define HAVE_MSG_NOSIGNAL 0
 #define NOSIGNAL_FLAG 0
 #endif
-#if NOSIGNAL_FLAG == 0 && defined(SO_NOSIGPIPE)
+#if !HAVE_MSG_NOSIGNAL && defined(SO_NOSIGPIPE)
 #define HAVE_SO_NOSIGPIPE 1
 #else
 #define HAVE_SO_NOSIGPIPE 0
@@ -142,7 +147,7 @@ int sks__accept_blocking(int fd, struct sockaddr *peer, socklen_t *len)
 /* ------------------------------------------------------------------------ */
 /* SIGPIPE                                                                   */
 
-#if HAVE_LINUX || (NOSIGNAL_FLAG == 0 && !HAVE_SO_NOSIGPIPE)
+#if HAVE_LINUX || (!HAVE_MSG_NOSIGNAL && !HAVE_SO_NOSIGPIPE)
 
 /*
  * A call that may raise SIGPIPE and has no flag against it runs with the
@@ -198,7 +203,7 @@ static void guard_end(pipe_guard *g)
 ssize_t sks__send_nosigpipe(int fd, const void *buf, size_t n, int flags,
                             const struct sockaddr *to, socklen_t tolen)
 {
-#if NOSIGNAL_FLAG != 0 || HAVE_SO_NOSIGPIPE
+#if HAVE_MSG_NOSIGNAL || HAVE_SO_NOSIGPIPE
     flags |= NOSIGNAL_FLAG;
     return to != NULL ? sendto(fd, buf, n, flags, to, tolen)
                       : send(fd, buf, n, flags);
