@@ -70,3 +70,13 @@ $(BUILD)/libsockserver-tls.pc: src/tls/tls.mk | $(BUILD)/obj
 	  'Version: $(VERSION)' 'Requires: sockserver = $(VERSION)' \
 	  'Requires.private: libssl libcrypto' \
 	  'Libs: -L$${libdir} -lsockserver_tls' 'Cflags: -I$${includedir}' > $@
+
+# The in-process TLS tests (cmocka), part of make test, asan, tsan and
+# valgrind when TLS is built.
+ifeq ($(TLS),openssl)
+TEST_BIN += $(BUILD)/tests/test_tls
+$(BUILD)/tests/test_tls: tests/tls/test_tls.c $(TEST_SUPPORT) tests/support.h \
+		include/sockserver_tls.h $(TLS_STATIC) $(STATIC) | $(BUILD)/tests
+	$(CC) $(CFLAGS) $(TLS_CFLAGS) -Itests $< $(TEST_SUPPORT) $(TLS_STATIC) \
+	  $(STATIC) -lcmocka $(TLS_LIBS) $(LDLIBS) -o $@
+endif

@@ -142,6 +142,9 @@ static int make_one(SSL_CTX **out, sks_tls_ctx *ctx, struct sks__tls_gen *g,
                                (ctx->no_tickets ? SSL_OP_NO_TICKET : 0));
     if (!ctx->keep_buffers)
         SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+    /* One recv for what is queued, not one for each record's header and
+     * one for its body; the buffer still goes when it is empty. */
+    SSL_CTX_set_read_ahead(c, 1);
     SSL_CTX_set_session_id_context(c, sid_ctx, sizeof(sid_ctx) - 1);
     if (!ctx->no_tickets &&
         SSL_CTX_set_tlsext_ticket_keys(c, ctx->ticket_keys,
