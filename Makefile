@@ -63,7 +63,7 @@ TEST_SCRIPTS := $(wildcard tests/test_*.sh)
 
 all: lib examples
 
-lib: $(STATIC) $(SHARED) $(BUILD)/$(LINKNAME)
+lib: $(STATIC) $(SHARED) $(BUILD)/$(LINKNAME) $(BUILD)/sockserver.pc
 
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
 	$(CC) $(CFLAGS) -fvisibility=hidden -c $< -o $@
@@ -146,8 +146,13 @@ aarch64-fiber-build: $(AARCH64_FIBER_BIN)
 
 # Each test binary and script runs in turn; any failure fails `make test`,
 # which ends with "tests: N passed, N failed, N skipped" (tests/run_tests.sh).
+# The run is a second make: check-cmocka may have just installed a
+# package (libssl-dev) that decides what is built (src/tls/tls.mk).
 test: check-cmocka
-	@$(MAKE) --no-print-directory $(TEST_BIN) examples
+	@$(MAKE) --no-print-directory test-run
+
+.PHONY: test-run
+test-run: $(TEST_BIN) examples
 	@BUILD=$(BUILD) ./tests/run_tests.sh $(TEST_BIN) $(TEST_SCRIPTS)
 
 demo: all
@@ -188,12 +193,15 @@ install: lib $(BUILD)/sockserver.pc
 	ln -sf $(notdir $(SHARED)) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/$(LINKNAME)
 	install -m 644 $(BUILD)/sockserver.pc $(DESTDIR)$(PCDIR)/
+	@$(if $(filter openssl,$(TLS)),$(MAKE) --no-print-directory install-tls)
 	@$(LDCONFIG)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/sockserver.h $(DESTDIR)$(LIBDIR)/libsockserver.a \
 	      $(DESTDIR)$(LIBDIR)/$(LINKNAME) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	      $(DESTDIR)$(LIBDIR)/$(notdir $(SHARED)) $(DESTDIR)$(PCDIR)/sockserver.pc
+	rm -f $(DESTDIR)$(INCDIR)/sockserver_tls.h $(DESTDIR)$(LIBDIR)/libsockserver_tls.* \
+	      $(DESTDIR)$(PCDIR)/sockserver-tls.pc
 	@$(LDCONFIG)
 
 clean:

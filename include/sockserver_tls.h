@@ -2,7 +2,7 @@
  * sockserver_tls.h - TLS for libsockserver's stream servers, on OpenSSL 3:
  * what Python's ssl.SSLContext.wrap_socket(server_side=True) gives a
  * socketserver, as a separate library (libsockserver_tls, pkg-config
- * libsockserver-tls) so that the core never links OpenSSL.
+ * sockserver-tls) so that the core never links OpenSSL.
  *
  * One call turns it on for a server, whatever its concurrency model
  * (sync, threading, forking, pool, prefork, fibers):

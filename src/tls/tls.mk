@@ -22,7 +22,7 @@ TLS_SONAME := libsockserver_tls.so.$(SOVERSION)
 TLS_CFLAGS  = $(shell pkg-config --cflags libssl libcrypto 2>/dev/null)
 TLS_LIBS    = $(shell pkg-config --libs libssl libcrypto 2>/dev/null)
 
-.PHONY: tls tls-line
+.PHONY: tls tls-line install-tls
 
 # One line per build saying which way it went.
 tls-line:
@@ -30,7 +30,8 @@ tls-line:
 
 ifeq ($(TLS),openssl)
 lib: tls
-tls: tls-line $(TLS_STATIC) $(TLS_SHARED) $(BUILD)/libsockserver_tls.so
+tls: tls-line $(TLS_STATIC) $(TLS_SHARED) $(BUILD)/libsockserver_tls.so \
+	$(BUILD)/sockserver-tls.pc
 
 # The examples that offer --tls, and how they link it.
 TLS_EXAMPLES := $(BUILD)/examples/http_file_server $(BUILD)/examples/echo_server
@@ -63,7 +64,7 @@ $(BUILD)/libsockserver_tls.so: $(TLS_SHARED)
 	ln -sf $(notdir $(TLS_SHARED)) $(BUILD)/$(TLS_SONAME)
 	ln -sf $(TLS_SONAME) $@
 
-$(BUILD)/libsockserver-tls.pc: src/tls/tls.mk | $(BUILD)/obj
+$(BUILD)/sockserver-tls.pc: src/tls/tls.mk | $(BUILD)/obj
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
 	  'Name: sockserver-tls' \
 	  'Description: TLS on OpenSSL 3 for libsockserver stream servers' \
@@ -80,3 +81,12 @@ $(BUILD)/tests/test_tls: tests/tls/test_tls.c $(TEST_SUPPORT) tests/support.h \
 	$(CC) $(CFLAGS) $(TLS_CFLAGS) -Itests $< $(TEST_SUPPORT) $(TLS_STATIC) \
 	  $(STATIC) -lcmocka $(TLS_LIBS) $(LDLIBS) -o $@
 endif
+
+install-tls: tls
+	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PCDIR)
+	install -m 644 include/sockserver_tls.h $(DESTDIR)$(INCDIR)/
+	install -m 644 $(TLS_STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(TLS_SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(TLS_SHARED)) $(DESTDIR)$(LIBDIR)/$(TLS_SONAME)
+	ln -sf $(TLS_SONAME) $(DESTDIR)$(LIBDIR)/libsockserver_tls.so
+	install -m 644 $(BUILD)/sockserver-tls.pc $(DESTDIR)$(PCDIR)/
