@@ -30,6 +30,7 @@ struct tls_conn {
     sks_conn *conn;
     struct sks__tls_gen *gen;    /* the generation it started with */
     int io_err;                  /* the socket's own error, if any */
+    bool eof;                    /* the socket's end of input was read */
     bool failed;                 /* a fatal error: no close_notify */
     char alpn[256];              /* NUL-terminated copy, "" for none */
 };
@@ -42,6 +43,8 @@ static int bio_read(BIO *b, char *buf, int len)
     struct tls_conn *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
     ssize_t r = sks_conn_try_recv(t->conn, buf, (size_t)len);
+    if (r == 0)
+        t->eof = true;
     if (r >= 0)
         return (int)r;
     if (r == -EAGAIN)
@@ -67,11 +70,19 @@ static int bio_write(BIO *b, const char *buf, int len)
 
 static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
-    (void)b;
+    struct tls_conn *t = BIO_get_data(b);
     (void)num;
     (void)ptr;
-    /* Every byte is handed to the kernel at once: nothing to flush. */
-    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;   /* every byte is handed to the kernel at once */
+    case BIO_CTRL_EOF:
+        /* Asked after a read of 0: OpenSSL then reports the truncation
+         * as UNEXPECTED_EOF_WHILE_READING, not as a system error. */
+        return t->eof;
+    default:
+        return 0;
+    }
 }
 
 BIO_METHOD *sks__tls_bio_method(void)
