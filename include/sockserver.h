@@ -1134,8 +1134,8 @@ SKS_EXTERN const sks_addr *sks_request_proxy_address(const sks_request *req);
  * A connection is an sks_conn: its socket, its per-operation timeout and
  * its deadlines (request_timeout, idle_timeout, sks_handler_set_deadline),
  * owned by the handler instance and valid during the handler calls.  A
- * transport does its I/O with the sks_conn_try_* calls below, which never
- * block and never raise SIGPIPE, and waits with sks_conn_wait, the
+ * transport does its I/O with the sks_conn_*_once calls below, one system
+ * call each that never raises SIGPIPE, and waits with sks_conn_wait, the
  * library's one wait: it keeps the connection's deadlines, and under the
  * fiber model it parks the fiber instead of blocking the thread.
  */
@@ -1205,18 +1205,21 @@ SKS_EXTERN sks_conn *sks_handler_conn(sks_handler *h);
 SKS_EXTERN int sks_conn_fd(const sks_conn *c);
 SKS_EXTERN const sks_transport *sks_conn_transport(const sks_conn *c);
 SKS_EXTERN void *sks_conn_state(const sks_conn *c);
-/* One attempt to receive up to n bytes on the socket, never waiting:
- * the count, 0 at end of input, -EAGAIN when none is there, or -errno.
- * EINTR is retried. */
-SKS_EXTERN ssize_t sks_conn_try_recv(sks_conn *c, void *buf, size_t n);
-/* One attempt to send up to n bytes, never waiting and never raising
- * SIGPIPE (a dead peer is -EPIPE): the count, -EAGAIN when the send
- * buffer is full, or -errno. */
-SKS_EXTERN ssize_t sks_conn_try_send(sks_conn *c, const void *buf, size_t n);
+/* One attempt to receive up to n bytes on the socket: the count, 0 at end
+ * of input, -EAGAIN when none came, or -errno; EINTR is retried.  On a
+ * blocking socket (every model but fibers) it may block in the kernel up
+ * to the operation's deadline (then -EAGAIN, and sks_conn_wait reports
+ * the timeout); on a fiber's non-blocking socket it never waits. */
+SKS_EXTERN ssize_t sks_conn_recv_once(sks_conn *c, void *buf, size_t n);
+/* One attempt to send up to n bytes, as sks_conn_recv_once, never raising
+ * SIGPIPE (a dead peer is -EPIPE or -ECONNRESET): the count, -EAGAIN when
+ * the send buffer stayed full, or -errno. */
+SKS_EXTERN ssize_t sks_conn_send_once(sks_conn *c, const void *buf, size_t n);
 /* Waits until the socket is readable (POLLIN) or writable (POLLOUT), as
  * events says, through the library's wait (a fiber parks): 0 when it may
  * be, -ETIMEDOUT at the operation's deadline (the per-operation timeout
- * from this call, or the connection's deadline, whichever is nearer),
+ * from the sks_conn_*_once attempt just before, or from this call if none,
+ * or the connection's deadline, whichever is nearer),
  * -ECANCELED when the server closes, or -errno. */
 SKS_EXTERN int sks_conn_wait(sks_conn *c, short events);
 

@@ -22,7 +22,7 @@
  * handler then reads and writes plaintext through rfile and wfile as
  * usual; at finish one close_notify is sent, without waiting for the
  * peer's.  OpenSSL's bytes go through the library's own I/O layer (a
- * custom BIO over the never-blocking, never-SIGPIPE sks_conn_try_* calls),
+ * custom BIO over the never-SIGPIPE sks_conn_*_once calls),
  * and each WANT_READ or WANT_WRITE waits, through the library's one wait,
  * for what OpenSSL asked: under the fiber model the fiber parks.
  *

@@ -54,6 +54,9 @@ struct sks__conn {
      * deadline: a cut there is a silent one, as an idle cut is, and its
      * bytes start no request. */
     bool starting;
+    /* The deadline of the last sks_conn_*_once, which sks_conn_wait keeps
+     * (a kernel timeout may have used it up already); 0: none. */
+    double attempt_deadline;
 };
 
 /*

@@ -288,15 +288,24 @@ const sks_transport sks_plain_transport = {
 };
 
 /*
- * What a layered transport (TLS) is built on: one attempt each, never
- * blocking (MSG_DONTWAIT, whatever the socket's mode), so that the layer
- * sees EAGAIN and says what it waits for, and the wait is sks_conn_wait's,
- * the same as every other operation's.
+ * What a layered transport (TLS) is built on: one system call each, as
+ * run()'s attempt, so that the layer sees EAGAIN and says what it waits
+ * for, and the wait is sks_conn_wait's.  Where the socket blocks (every
+ * model but fibers) the call may block in the kernel, bounded by the
+ * operation's deadline as the plain transport's are (prepare): one system
+ * call per read or write instead of EAGAIN, poll and the call again.
+ * Where it does not (fibers), EAGAIN comes at once and the fiber parks in
+ * sks_conn_wait, between the layer's calls, never inside one.
  */
-ssize_t sks_conn_try_recv(sks_conn *c, void *buf, size_t n)
+ssize_t sks_conn_recv_once(sks_conn *c, void *buf, size_t n)
 {
+    double deadline = sks__conn_deadline(c);
+    c->attempt_deadline = deadline;
+    int err = prepare(c, POLLIN, deadline, true);
+    if (err != 0)
+        return err == -ETIMEDOUT ? -EAGAIN : err; /* sks_conn_wait says */
     for (;;) {
-        ssize_t r = recv(c->fd, buf, n, MSG_DONTWAIT);
+        ssize_t r = recv(c->fd, buf, n, 0);
         if (r > 0 && c->idle && !c->starting)
             request_started(c);
         if (r >= 0)
@@ -306,10 +315,15 @@ ssize_t sks_conn_try_recv(sks_conn *c, void *buf, size_t n)
     }
 }
 
-ssize_t sks_conn_try_send(sks_conn *c, const void *buf, size_t n)
+ssize_t sks_conn_send_once(sks_conn *c, const void *buf, size_t n)
 {
+    double deadline = sks__conn_deadline(c);
+    c->attempt_deadline = deadline;
+    int err = prepare(c, POLLOUT, deadline, true);
+    if (err != 0)
+        return err == -ETIMEDOUT ? -EAGAIN : err;
     for (;;) {
-        ssize_t w = sks__send_nosigpipe(c->fd, buf, n, MSG_DONTWAIT, NULL, 0);
+        ssize_t w = sks__send_nosigpipe(c->fd, buf, n, 0, NULL, 0);
         if (w >= 0)
             return w;
         if (errno != EINTR)
@@ -319,7 +333,9 @@ ssize_t sks_conn_try_send(sks_conn *c, const void *buf, size_t n)
 
 int sks_conn_wait(sks_conn *c, short events)
 {
-    double deadline = sks__conn_deadline(c);
+    double deadline = c->attempt_deadline != 0 ? c->attempt_deadline
+                                               : sks__conn_deadline(c);
+    c->attempt_deadline = 0;
     if (c->watch != NULL)
         atomic_store(&c->watch->waiting_since, sks__now());
     int r = wait_ready(c->fd, events, deadline);

@@ -90,3 +90,25 @@ install-tls: tls
 	ln -sf $(notdir $(TLS_SHARED)) $(DESTDIR)$(LIBDIR)/$(TLS_SONAME)
 	ln -sf $(TLS_SONAME) $(DESTDIR)$(LIBDIR)/libsockserver_tls.so
 	install -m 644 $(BUILD)/sockserver-tls.pc $(DESTDIR)$(PCDIR)/
+
+# The TLS rows of make bench (bench/tls/run.sh): against a hand-written
+# OpenSSL server, per server CPU-second.
+ifeq ($(TLS),openssl)
+TLS_BENCH_DIR := $(BUILD)/bench/tls
+TLS_BENCH_BIN := $(addprefix $(TLS_BENCH_DIR)/,ref_tls tls_load sks_tls_echo tls_heap)
+.PHONY: bench-tls
+bench: bench-tls
+bench-tls: $(TLS_BENCH_BIN)
+	@BENCH_BIN=$(TLS_BENCH_DIR) BENCH_SECONDS=$(BENCH_SECONDS) bench/tls/run.sh
+
+$(TLS_BENCH_DIR):
+	mkdir -p $@
+
+$(TLS_BENCH_DIR)/ref_tls $(TLS_BENCH_DIR)/tls_load: $(TLS_BENCH_DIR)/%: bench/tls/%.c | $(TLS_BENCH_DIR)
+	$(CC) $(CFLAGS) $(TLS_CFLAGS) $< $(TLS_LIBS) $(LDLIBS) -o $@
+
+$(TLS_BENCH_DIR)/sks_tls_echo $(TLS_BENCH_DIR)/tls_heap: $(TLS_BENCH_DIR)/%: bench/tls/%.c \
+		$(EX_COMMON) $(TLS_STATIC) $(STATIC) | $(TLS_BENCH_DIR)
+	$(CC) $(CFLAGS) $(TLS_CFLAGS) -Iexamples $< $(EX_COMMON) $(TLS_STATIC) $(STATIC) \
+	  $(TLS_LIBS) $(LDLIBS) -o $@
+endif

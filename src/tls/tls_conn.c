@@ -3,7 +3,8 @@
  * its I/O through the library's sks_conn calls, the handshake, reads and
  * writes, the close_notify, and the getters.
  *
- * The BIO never blocks: each read or write is one sks_conn_try_* attempt,
+ * Each BIO read or write is one sks_conn_*_once attempt (a blocking
+ * socket may block in the kernel to the deadline; a fiber's never does),
  * and EAGAIN becomes BIO retry, so OpenSSL returns WANT_READ or
  * WANT_WRITE and we wait for exactly that, whichever call it came from (a
  * write may need to read, in TLS 1.3 after a key update; a read may need
@@ -42,7 +43,7 @@ static int bio_read(BIO *b, char *buf, int len)
 {
     struct tls_conn *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    ssize_t r = sks_conn_try_recv(t->conn, buf, (size_t)len);
+    ssize_t r = sks_conn_recv_once(t->conn, buf, (size_t)len);
     if (r == 0)
         t->eof = true;
     if (r >= 0)
@@ -58,7 +59,7 @@ static int bio_write(BIO *b, const char *buf, int len)
 {
     struct tls_conn *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    ssize_t w = sks_conn_try_send(t->conn, buf, (size_t)len);
+    ssize_t w = sks_conn_send_once(t->conn, buf, (size_t)len);
     if (w >= 0)
         return (int)w;
     if (w == -EAGAIN)
