@@ -15,9 +15,10 @@ SUITE=test_tls
 suite_needs openssl openssl
 suite_needs curl curl
 suite_needs python3 python3
-# The examples offer --tls only when make built libsockserver_tls.
+# The examples offer --tls only when make built libsockserver_tls; when
+# it did not, src/tls/tls.mk wrote why in $BUILD/tls-off.
 [ -e "$BUILD/libsockserver_tls.a" ] ||
-    SUITE_SKIP=${SUITE_SKIP:-"libsockserver_tls not built (apt-get install libssl-dev; make TLS=openssl)"}
+    SUITE_SKIP=${SUITE_SKIP:-"libsockserver_tls not built: $(cat "$BUILD/tls-off" 2>/dev/null || echo unknown) (apt-get install libssl-dev; make TLS=openssl)"}
 
 ECHO=$EX/echo_server
 HTTP=$EX/http_file_server
