@@ -297,16 +297,17 @@ const sks_transport sks_plain_transport = {
  * Where it does not (fibers), EAGAIN comes at once and the fiber parks in
  * sks_conn_wait, between the layer's calls, never inside one.
  */
-ssize_t sks_conn_recv_once(sks_conn *c, void *buf, size_t n)
+static ssize_t once(struct sks__conn *c, const struct op *op)
 {
+    short events = op->kind == OP_RECV ? POLLIN : POLLOUT;
     double deadline = sks__conn_deadline(c);
     c->attempt_deadline = deadline;
-    int err = prepare(c, POLLIN, deadline, true);
+    int err = prepare(c, events, deadline, true);
     if (err != 0)
         return err == -ETIMEDOUT ? -EAGAIN : err; /* sks_conn_wait says */
     for (;;) {
-        ssize_t r = recv(c->fd, buf, n, 0);
-        if (r > 0 && c->idle && !c->starting)
+        ssize_t r = attempt(c->fd, op);
+        if (r > 0 && op->kind == OP_RECV && c->idle && !c->starting)
             request_started(c);
         if (r >= 0)
             return r;
@@ -315,20 +316,14 @@ ssize_t sks_conn_recv_once(sks_conn *c, void *buf, size_t n)
     }
 }
 
+ssize_t sks_conn_recv_once(sks_conn *c, void *buf, size_t n)
+{
+    return once(c, &(struct op){ .kind = OP_RECV, .buf = buf, .n = n });
+}
+
 ssize_t sks_conn_send_once(sks_conn *c, const void *buf, size_t n)
 {
-    double deadline = sks__conn_deadline(c);
-    c->attempt_deadline = deadline;
-    int err = prepare(c, POLLOUT, deadline, true);
-    if (err != 0)
-        return err == -ETIMEDOUT ? -EAGAIN : err;
-    for (;;) {
-        ssize_t w = sks__send_nosigpipe(c->fd, buf, n, 0, NULL, 0);
-        if (w >= 0)
-            return w;
-        if (errno != EINTR)
-            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
+    return once(c, &(struct op){ .kind = OP_SEND, .data = buf, .n = n });
 }
 
 int sks_conn_wait(sks_conn *c, short events)

@@ -205,34 +205,31 @@ static int tls_start(sks_conn *c, void *arg, void **state)
     return 0;
 }
 
-static ssize_t tls_recv(sks_conn *c, void *buf, size_t n)
+/* SSL_read or SSL_write until bytes move: the count, 0 at a clean end of
+ * input (a write then reports -EPIPE), or the error. */
+static ssize_t transfer(sks_conn *c, void *buf, size_t n, bool write)
 {
     struct tls_conn *t = sks_conn_state(c);
     int want = n > INT_MAX ? INT_MAX : (int)n;
     for (;;) {
         fresh(t);
-        int r = SSL_read(t->ssl, buf, want);
+        int r = write ? SSL_write(t->ssl, buf, want) : SSL_read(t->ssl, buf, want);
         if (r > 0)
             return r;
         int err = settle(t, r);
         if (err != 0)
-            return err == CLEAN_END ? 0 : err;
+            return err != CLEAN_END ? err : write ? -EPIPE : 0;
     }
+}
+
+static ssize_t tls_recv(sks_conn *c, void *buf, size_t n)
+{
+    return transfer(c, buf, n, false);
 }
 
 static ssize_t tls_send(sks_conn *c, const void *buf, size_t n)
 {
-    struct tls_conn *t = sks_conn_state(c);
-    int want = n > INT_MAX ? INT_MAX : (int)n;
-    for (;;) {
-        fresh(t);
-        int r = SSL_write(t->ssl, buf, want);
-        if (r > 0)
-            return r;
-        int err = settle(t, r);
-        if (err != 0)
-            return err == CLEAN_END ? -EPIPE : err;
-    }
+    return transfer(c, (void *)buf, n, true); /* SSL_write only reads it */
 }
 
 /* One close_notify, never a wait for the peer's: the connection is closed
