@@ -1193,13 +1193,17 @@ SKS_EXTERN extern const sks_transport sks_plain_transport;
  * The table is used as given, not copied: it must outlive the server.
  * Works with every concurrency model, since start runs in the worker.
  * 0; -EINVAL for a version newer than SKS_TRANSPORT_VERSION or a NULL
- * recv or send; -EOPNOTSUPP for a datagram server.  Set it before serving.
+ * recv or send; -EOPNOTSUPP for a datagram server.  Thread safety: before
+ * serving, on the thread that configures the server.
  */
 SKS_EXTERN int sks_server_set_transport(sks_server *srv,
                                         const sks_transport *t, void *arg,
                                         double start_timeout);
 
-/* The handler's connection: NULL unless the stream flavour's setup ran. */
+/* The calls below, for a transport's members and the handler.  Thread
+ * safety: the request's own thread, child or fiber, during its handler
+ * calls (and its transport's start).  The handler's connection: NULL
+ * unless the stream flavour's setup ran. */
 SKS_EXTERN sks_conn *sks_handler_conn(sks_handler *h);
 /* The connection's socket, transport, and the state its start made. */
 SKS_EXTERN int sks_conn_fd(const sks_conn *c);

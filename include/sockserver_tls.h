@@ -116,8 +116,8 @@ typedef struct sks_tls_ctx sks_tls_ctx;
  * certificate), -ENOMEM; then, when why is not NULL, why[0..cap) holds a
  * one-line reason.  Thread safety: any thread.
  */
-SKS_EXTERN int sks_tls_ctx_new(sks_tls_ctx **out, const sks_tls_opts *opts, char *why,
-                    size_t cap);
+SKS_EXTERN int sks_tls_ctx_new(sks_tls_ctx **out, const sks_tls_opts *opts,
+                               char *why, size_t cap);
 
 /*
  * Reads the certificate, key and CA files again and makes them the ones
@@ -131,14 +131,16 @@ SKS_EXTERN int sks_tls_ctx_new(sks_tls_ctx **out, const sks_tls_opts *opts, char
 SKS_EXTERN int sks_tls_ctx_reload(sks_tls_ctx *ctx, char *why, size_t cap);
 
 /* Frees ctx; every server using it must have been freed first (open
- * connections hold only their own generation).  NULL: nothing. */
+ * connections hold only their own generation).  NULL: nothing.  Thread
+ * safety: once nothing else uses ctx. */
 SKS_EXTERN void sks_tls_ctx_free(sks_tls_ctx *ctx);
 
 /*
  * Serves TLS on every later connection of srv (a stream server), with
  * ctx's handshake deadline: sks_server_set_transport with the TLS
- * transport.  ctx must outlive srv.  0, -EOPNOTSUPP (datagram server).
- * Set it before serving.
+ * transport.  ctx must outlive srv.  0, -EINVAL (NULL), -EOPNOTSUPP
+ * (datagram server).  Thread safety: before serving, on the thread that
+ * configures the server.
  */
 SKS_EXTERN int sks_server_set_tls(sks_server *srv, sks_tls_ctx *ctx);
 
