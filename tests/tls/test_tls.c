@@ -483,6 +483,9 @@ static void test_reload_changes_new_handshakes_only(void **state)
     serve(&f, &sks_threading_tcp_ops, &o);
     assert_int_equal(tls_connect(&old, f.ts.address, NULL, false, NULL), 1);
     X509 *first = SSL_get1_peer_certificate(old.ssl);
+    /* Its ticket (read past it first), for a resumption after the reload. */
+    assert_non_null(exchange(&old, "ticket\n", buf, sizeof(buf)));
+    SSL_SESSION *session = SSL_get1_session(old.ssl);
 
     snprintf(cmd, sizeof(cmd), "cp %s/a2.pem %s && cp %s/a2.key %s", dir, cert,
              dir, key);
@@ -493,6 +496,11 @@ static void test_reload_changes_new_handshakes_only(void **state)
     X509 *second = SSL_get0_peer_certificate(fresh.ssl);
     assert_int_not_equal(X509_cmp(first, second), 0);
     client_end(&fresh, true);
+    /* The ticket keys outlive the generation: the old ticket resumes. */
+    assert_int_equal(tls_connect(&fresh, f.ts.address, NULL, false, session), 1);
+    assert_int_equal(SSL_session_reused(fresh.ssl), 1);
+    client_end(&fresh, true);
+    SSL_SESSION_free(session);
     /* The old connection goes on, on its generation. */
     assert_non_null(exchange(&old, "still\n", buf, sizeof(buf)));
     assert_string_equal(buf, "still\n");
