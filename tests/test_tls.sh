@@ -20,6 +20,19 @@ suite_needs python3 python3
 [ -e "$BUILD/libsockserver_tls.a" ] ||
     SUITE_SKIP=${SUITE_SKIP:-"libsockserver_tls not built: $(cat "$BUILD/tls-off" 2>/dev/null || echo unknown) (apt-get install libssl-dev; make TLS=openssl)"}
 
+# A test that fails before its stop leaves its server to deploy_lib's
+# cleanup, whose SIGKILL would orphan a pre-forking server's children:
+# SIGTERM first, so that each server ends its own.
+tls_cleanup() {
+    local name
+    for name in "${!PID[@]}"; do
+        kill -TERM "${PID[$name]}" 2>/dev/null
+        wait_exit "$name" 5 || true
+    done
+    cleanup
+}
+trap tls_cleanup EXIT
+
 ECHO=$EX/echo_server
 HTTP=$EX/http_file_server
 CLIENTS=$(dirname "$0")/tls_clients.py

@@ -102,7 +102,11 @@ def reset(port, path, cafile):
         s.sendall(req)
         got = 0
         while got < 65536:
-            got += len(s.recv(16384))
+            chunk = s.recv(16384)
+            if not chunk:
+                print(f"  failure: the response ended after {got} bytes")
+                return False
+            got += len(chunk)
         # SO_LINGER 0: close sends RST, the server's next writes fail.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                        b"\x01\x00\x00\x00\x00\x00\x00\x00")

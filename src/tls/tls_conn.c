@@ -199,7 +199,8 @@ static int tls_start(sks_conn *c, void *arg, void **state)
     const unsigned char *p;
     unsigned len;
     SSL_get0_alpn_selected(t->ssl, &p, &len);
-    memcpy(t->alpn, p, len);     /* len < 256: one length byte on the wire */
+    if (len > 0)                 /* none chosen: p is NULL */
+        memcpy(t->alpn, p, len); /* len < 256: one length byte on the wire */
     t->alpn[len] = '\0';
     *state = t;
     return 0;
