@@ -151,8 +151,9 @@ aarch64-fiber-build: $(AARCH64_FIBER_BIN)
 test: check-cmocka
 	@$(MAKE) --no-print-directory test-run
 
+# lib too: the TLS tests check the shared libraries and .pc files.
 .PHONY: test-run
-test-run: $(TEST_BIN) examples
+test-run: lib $(TEST_BIN) examples
 	@BUILD=$(BUILD) ./tests/run_tests.sh $(TEST_BIN) $(TEST_SCRIPTS)
 
 demo: all

@@ -83,6 +83,8 @@ $(BUILD)/sockserver-tls.pc: src/tls/tls.mk | $(BUILD)/obj
 # valgrind when TLS is built.
 ifeq ($(TLS),openssl)
 TEST_BIN += $(BUILD)/tests/test_tls
+# test-run's prerequisites were read before this file: name it there too.
+test-run: $(BUILD)/tests/test_tls
 $(BUILD)/tests/test_tls: tests/tls/test_tls.c $(TEST_SUPPORT) tests/support.h \
 		include/sockserver_tls.h $(TLS_STATIC) $(STATIC) | $(BUILD)/tests
 	$(CC) $(CFLAGS) $(TLS_CFLAGS) -Itests $< $(TEST_SUPPORT) $(TLS_STATIC) \
