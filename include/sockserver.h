@@ -1161,7 +1161,7 @@ typedef struct sks__conn sks_conn;
  *   recv      Up to n bytes (n > 0): the count, 0 at a clean end of input,
  *             or -errno (-ETIMEDOUT at a deadline); waits as needed.
  *   send      Some of n bytes (n > 0): the count (> 0), or -errno.
- *   sendfile  Up to n bytes of in_fd from *offset (advanced): the count, 0
+ *   send_file Up to n bytes of in_fd from *offset (advanced): the count, 0
  *             at end of file, or -errno; -ENOSYS (or NULL) makes
  *             sks_wfile_sendfile read the file and send it through send.
  *   shutdown  Ends the stream in this transport's terms (a TLS
@@ -1177,7 +1177,7 @@ typedef struct sks_transport {
     int (*start)(sks_conn *c, void *arg, void **state);
     ssize_t (*recv)(sks_conn *c, void *buf, size_t n);
     ssize_t (*send)(sks_conn *c, const void *buf, size_t n);
-    ssize_t (*sendfile)(sks_conn *c, int in_fd, off_t *offset, size_t n);
+    ssize_t (*send_file)(sks_conn *c, int in_fd, off_t *offset, size_t n);
     void (*shutdown)(sks_conn *c);
     void (*close)(sks_conn *c);
 } sks_transport;

@@ -432,9 +432,9 @@ int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n);
 static inline ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd,
                                          off_t *offset, size_t n)
 {
-    if (c->transport->sendfile == NULL)
+    if (c->transport->send_file == NULL)
         return -ENOSYS;
-    return c->transport->sendfile(c, in_fd, offset, n);
+    return c->transport->send_file(c, in_fd, offset, n);
 }
 /* Transports (transport.c).  sks__conn_start: srv's transport takes over
  * c, its start run under srv's start timeout; 0 or its error (c is then

@@ -284,7 +284,7 @@ const sks_transport sks_plain_transport = {
     .name = "plain",
     .recv = plain_recv,
     .send = plain_send,
-    .sendfile = plain_sendfile,
+    .send_file = plain_sendfile,
 };
 
 /*
