@@ -63,7 +63,7 @@ TEST_SCRIPTS := $(wildcard tests/test_*.sh)
 
 all: lib examples
 
-lib: $(STATIC) $(SHARED) $(BUILD)/$(LINKNAME)
+lib: $(STATIC) $(SHARED) $(BUILD)/$(LINKNAME) $(BUILD)/sockserver.pc
 
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
 	$(CC) $(CFLAGS) -fvisibility=hidden -c $< -o $@
@@ -89,8 +89,9 @@ $(BUILD)/$(LINKNAME): $(SHARED)
 
 examples: $(EX_BIN)
 
+# EX_CFLAGS, EX_LIBS: what an example that offers TLS adds (src/tls/tls.mk).
 $(BUILD)/examples/%: examples/%.c $(EX_COMMON) $(STATIC) | $(BUILD)/examples
-	$(CC) $(CFLAGS) -Iexamples $< $(EX_COMMON) $(STATIC) $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(EX_CFLAGS) -Iexamples $< $(EX_COMMON) $(EX_LIBS) $(STATIC) $(LDLIBS) -o $@
 
 $(BUILD)/obj $(BUILD)/pic $(BUILD)/examples $(BUILD)/tests:
 	mkdir -p $@
@@ -146,8 +147,14 @@ aarch64-fiber-build: $(AARCH64_FIBER_BIN)
 
 # Each test binary and script runs in turn; any failure fails `make test`,
 # which ends with "tests: N passed, N failed, N skipped" (tests/run_tests.sh).
+# The run is a second make: check-cmocka may have just installed a
+# package (libssl-dev) that decides what is built (src/tls/tls.mk).
 test: check-cmocka
-	@$(MAKE) --no-print-directory $(TEST_BIN) examples
+	@$(MAKE) --no-print-directory test-run
+
+# lib too: the TLS tests check the shared libraries and .pc files.
+.PHONY: test-run
+test-run: lib $(TEST_BIN) examples
 	@BUILD=$(BUILD) ./tests/run_tests.sh $(TEST_BIN) $(TEST_SCRIPTS)
 
 demo: all
@@ -188,12 +195,15 @@ install: lib $(BUILD)/sockserver.pc
 	ln -sf $(notdir $(SHARED)) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/$(LINKNAME)
 	install -m 644 $(BUILD)/sockserver.pc $(DESTDIR)$(PCDIR)/
+	@$(if $(filter openssl,$(TLS)),$(MAKE) --no-print-directory install-tls)
 	@$(LDCONFIG)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/sockserver.h $(DESTDIR)$(LIBDIR)/libsockserver.a \
 	      $(DESTDIR)$(LIBDIR)/$(LINKNAME) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	      $(DESTDIR)$(LIBDIR)/$(notdir $(SHARED)) $(DESTDIR)$(PCDIR)/sockserver.pc
+	rm -f $(DESTDIR)$(INCDIR)/sockserver_tls.h $(DESTDIR)$(LIBDIR)/libsockserver_tls.* \
+	      $(DESTDIR)$(PCDIR)/sockserver-tls.pc
 	@$(LDCONFIG)
 
 clean:
@@ -208,8 +218,9 @@ check-fresh:
 
 # Benchmarks, the reliability suite and the other-platform runs keep their
 # rules beside their code.
+-include src/tls/tls.mk
 -include bench/bench.mk
 -include tests/reliability.mk
 -include tests/portable.mk
 
--include $(LIB_OBJ:.o=.d) $(LIB_PIC:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(LIB_PIC:.o=.d) $(TLS_OBJ:.o=.d) $(TLS_PIC:.o=.d)

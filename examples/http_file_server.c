@@ -3,9 +3,15 @@
  * `python3 -m http.server`, and what a real protocol looks like on
  * libsockserver.
  *
- *   build/examples/http_file_server [OPTION VALUE]... [--pool|--fiber] ADDRESS [DIR]
+ *   build/examples/http_file_server [OPTION VALUE]... [--pool|--fiber]
+ *       [--tls CERT KEY] ADDRESS [DIR]
  *   build/examples/http_file_server 127.0.0.1:8000 ~/public
  *   curl -v http://127.0.0.1:8000/
+ *
+ * With --tls (when built with libsockserver_tls: make finds OpenSSL 3) it
+ * serves HTTPS, ALPN "http/1.1": the handshake runs in the connection's
+ * own thread or fiber, and file bodies are read and sent through TLS.
+ *   curl --cacert CERT https://localhost:8000/
  *
  * The library does the server's half: the listening socket, a thread per
  * connection (ThreadingTCPServer, or ThreadingUnixStreamServer for a
@@ -41,6 +47,9 @@
  */
 #define _GNU_SOURCE /* strptime, timegm */
 #include "common.h"
+#ifdef EXAMPLE_TLS
+#include "sockserver_tls.h"
+#endif
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -1291,6 +1300,53 @@ static const struct model {
     { "--fiber", &sks_fiber_tcp_ops, &sks_fiber_unix_stream_ops },
 };
 
+/* HTTPS (--tls): one certificate, ALPN http/1.1, the defaults else
+ * (TLS 1.2 and up, tickets, a 10 s handshake deadline). */
+#ifdef EXAMPLE_TLS
+static void *start_tls(const char *prog, const char *cert, const char *key)
+{
+    sks_tls_cert pair = { cert, key };
+    sks_tls_opts o = { .version = SKS_TLS_OPTS_VERSION, .certs = &pair,
+                       .ncerts = 1, .alpn = "http/1.1" };
+    sks_tls_ctx *ctx;
+    char why[256];
+    if (sks_tls_ctx_new(&ctx, &o, why, sizeof(why)) != 0) {
+        fprintf(stderr, "%s: TLS: %s\n", prog, why);
+        return NULL;
+    }
+    return ctx;
+}
+
+static void use_tls(sks_server *srv, void *ctx)
+{
+    sks_server_set_tls(srv, ctx);
+}
+
+static void end_tls(void *ctx)
+{
+    sks_tls_ctx_free(ctx);
+}
+#else
+static void *start_tls(const char *prog, const char *cert, const char *key)
+{
+    (void)cert;
+    (void)key;
+    fprintf(stderr, "%s: built without TLS (make TLS=openssl)\n", prog);
+    return NULL;
+}
+
+static void use_tls(sks_server *srv, void *ctx)
+{
+    (void)srv;
+    (void)ctx;
+}
+
+static void end_tls(void *ctx)
+{
+    (void)ctx;
+}
+#endif
+
 /* Once serve_forever has returned: see "Graceful stop".  The counters go
  * to stdout (stderr is the access log). */
 static void stop_site(sks_server *srv)
@@ -1343,7 +1399,7 @@ static const struct option {
 static int usage(const char *prog)
 {
     fprintf(stderr,
-            "usage: %s [OPTION VALUE]... [MODEL] ADDRESS [DIR]\n"
+            "usage: %s [OPTION VALUE]... [MODEL] [--tls CERT KEY] ADDRESS [DIR]\n"
             "  ADDRESS  127.0.0.1:8000, [::1]:0, unix:/tmp/http.sock, ...\n"
             "  DIR      the directory to serve (default: .)\n",
             prog);
@@ -1361,6 +1417,7 @@ int main(int argc, char **argv)
 {
     const struct model *model = &models[0];
     const char *address = NULL, *dir = ".";
+    const char *tls_cert = NULL, *tls_key = NULL;
     int npos = 0;
 
     for (int i = 1; i < argc; i++) {
@@ -1384,6 +1441,11 @@ int main(int argc, char **argv)
             }
         if (known)
             continue;
+        if (strcmp(a, "--tls") == 0 && i + 2 < argc) {
+            tls_cert = argv[++i];
+            tls_key = argv[++i];
+            continue;
+        }
         if (a[0] == '-' && a[1] == '-')
             return usage(argv[0]);
         if (npos == 0)
@@ -1413,10 +1475,17 @@ int main(int argc, char **argv)
     ops.handle_error = http_error;
     /* example_create (common.c) sets allow_reuse_address, as Python's
      * HTTPServer: a restart binds the same port at once. */
+    void *tls = NULL;
+    if (tls_cert != NULL && (tls = start_tls(argv[0], tls_cert, tls_key)) == NULL)
+        return 1;
     sks_server *srv = NULL;
     if (example_create(&srv, argv[0], address, &ops, &http_handler, &site,
                        configure) != 0)
         return 1;
+    if (tls != NULL)
+        use_tls(srv, tls);
     /* Its server_close then waits for the responses in flight. */
-    return example_run(srv, argv[0], stop_site);
+    int rc = example_run(srv, argv[0], stop_site);
+    end_tls(tls);
+    return rc;
 }

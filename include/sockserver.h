@@ -1151,6 +1151,113 @@ SKS_EXTERN int sks_server_add_trusted_proxy(sks_server *srv,
  * before the header is read, as in verify_request). */
 SKS_EXTERN const sks_addr *sks_request_proxy_address(const sks_request *req);
 
+
+/* ------------------------------------------------------------------------ */
+/* Transports                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * How a stream connection's bytes move, under rfile and wfile: the plain
+ * kernel socket by default, or a layer such as TLS (libsockserver_tls,
+ * sockserver_tls.h) that a server selects with sks_server_set_transport.
+ * This is the one seam such a layer needs; the core names no TLS library.
+ *
+ * A connection is an sks_conn: its socket, its per-operation timeout and
+ * its deadlines (request_timeout, idle_timeout, sks_handler_set_deadline),
+ * owned by the handler instance and valid during the handler calls.  A
+ * transport does its I/O with the sks_conn_*_once calls below, one system
+ * call each that never raises SIGPIPE, and waits with sks_conn_wait, the
+ * library's one wait: it keeps the connection's deadlines, and under the
+ * fiber model it parks the fiber instead of blocking the thread.
+ */
+typedef struct sks__conn sks_conn;
+
+#define SKS_TRANSPORT_VERSION 1
+
+/*
+ * A transport's table (const, designated initializers).  Every member but
+ * recv and send may be NULL.  Thread safety: each member runs in the
+ * request's own thread, child or fiber, never two at once for one
+ * connection.
+ *
+ *   start     In the worker, after the PROXY header (if any) and before
+ *             the handler's setup returns, with the connection's deadline
+ *             set to the start timeout given to sks_server_set_transport
+ *             (a TLS handshake).  Makes the per-connection state (*state,
+ *             later read with sks_conn_state).  0, or -errno, after which
+ *             nothing of it is left and the request ends with that error
+ *             (handle_error reports it), except that a cut at the start
+ *             deadline is counted in timed_out and is silent, as an idle
+ *             cut is.  arg: as given to sks_server_set_transport.
+ *   recv      Up to n bytes (n > 0): the count, 0 at a clean end of input,
+ *             or -errno (-ETIMEDOUT at a deadline); waits as needed.
+ *   send      Some of n bytes (n > 0): the count (> 0), or -errno.
+ *   send_file Up to n bytes of in_fd from *offset (advanced): the count, 0
+ *             at end of file, or -errno; -ENOSYS (or NULL) makes
+ *             sks_wfile_sendfile read the file and send it through send.
+ *   shutdown  Ends the stream in this transport's terms (a TLS
+ *             close_notify), without waiting for the peer; at the stream
+ *             flavour's finish, after the last flush.
+ *   close     Releases the per-connection state; always called once after
+ *             a successful start, whatever became of the connection.  The
+ *             socket itself is closed by the server (shutdown_request).
+ */
+typedef struct sks_transport {
+    unsigned version;            /* SKS_TRANSPORT_VERSION */
+    const char *name;
+    int (*start)(sks_conn *c, void *arg, void **state);
+    ssize_t (*recv)(sks_conn *c, void *buf, size_t n);
+    ssize_t (*send)(sks_conn *c, const void *buf, size_t n);
+    ssize_t (*send_file)(sks_conn *c, int in_fd, off_t *offset, size_t n);
+    void (*shutdown)(sks_conn *c);
+    void (*close)(sks_conn *c);
+} sks_transport;
+
+/* The plain socket transport, every connection's unless the server says
+ * otherwise: what a layered transport's members may call as "super". */
+SKS_EXTERN extern const sks_transport sks_plain_transport;
+
+/*
+ * Every stream connection of srv from now on uses t, with arg handed to
+ * its start, which must finish within start_timeout seconds (0, negative,
+ * NaN or INFINITY: no limit of its own).  t NULL: plain sockets again.
+ * The table is used as given, not copied: it must outlive the server.
+ * Works with every concurrency model, since start runs in the worker.
+ * 0; -EINVAL for a version newer than SKS_TRANSPORT_VERSION or a NULL
+ * recv or send; -EOPNOTSUPP for a datagram server.  Thread safety: before
+ * serving, on the thread that configures the server.
+ */
+SKS_EXTERN int sks_server_set_transport(sks_server *srv,
+                                        const sks_transport *t, void *arg,
+                                        double start_timeout);
+
+/* The calls below, for a transport's members and the handler.  Thread
+ * safety: the request's own thread, child or fiber, during its handler
+ * calls (and its transport's start).  The handler's connection: NULL
+ * unless the stream flavour's setup ran. */
+SKS_EXTERN sks_conn *sks_handler_conn(sks_handler *h);
+/* The connection's socket, transport, and the state its start made. */
+SKS_EXTERN int sks_conn_fd(const sks_conn *c);
+SKS_EXTERN const sks_transport *sks_conn_transport(const sks_conn *c);
+SKS_EXTERN void *sks_conn_state(const sks_conn *c);
+/* One attempt to receive up to n bytes on the socket: the count, 0 at end
+ * of input, -EAGAIN when none came, or -errno; EINTR is retried.  On a
+ * blocking socket (every model but fibers) it may block in the kernel up
+ * to the operation's deadline (then -EAGAIN, and sks_conn_wait reports
+ * the timeout); on a fiber's non-blocking socket it never waits. */
+SKS_EXTERN ssize_t sks_conn_recv_once(sks_conn *c, void *buf, size_t n);
+/* One attempt to send up to n bytes, as sks_conn_recv_once, never raising
+ * SIGPIPE (a dead peer is -EPIPE or -ECONNRESET): the count, -EAGAIN when
+ * the send buffer stayed full, or -errno. */
+SKS_EXTERN ssize_t sks_conn_send_once(sks_conn *c, const void *buf, size_t n);
+/* Waits until the socket is readable (POLLIN) or writable (POLLOUT), as
+ * events says, through the library's wait (a fiber parks): 0 when it may
+ * be, -ETIMEDOUT at the operation's deadline (the per-operation timeout
+ * from the sks_conn_*_once attempt just before, or from this call if none,
+ * or the connection's deadline, whichever is nearer),
+ * -ECANCELED when the server closes, or -errno. */
+SKS_EXTERN int sks_conn_wait(sks_conn *c, short events);
+
 #ifdef __cplusplus
 }
 #endif

@@ -18,6 +18,7 @@ void sks__release_files(sks_handler *h)
         sks__wait_give(h->rf.buf, h->rf.cap);
     else if (h->rf.owned)
         free(h->rf.buf);
+    sks__conn_close(&h->conn);
     h->rfile = NULL;
     h->wfile = NULL;
 }
@@ -68,7 +69,7 @@ int sks_base_finish_request(sks_server *srv, sks_request *req)
          * setup override that ran the flavour's setup before failing would
          * leak its buffers on every such request: release them here. */
         sks__release_files(&h);
-        return err;
+        return deadline_verdict(srv, &h, err);
     }
     int herr = cls->handle ? cls->handle(&h) : 0;
     int ferr = cls->finish ? cls->finish(&h) : 0;

@@ -7,6 +7,7 @@
 #include "sockserver.h"
 #include "compat.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -45,6 +46,17 @@ struct sks__conn {
     /* Kernel timeouts the blocking backend has set on fd (SO_RCVTIMEO,
      * SO_SNDTIMEO), in seconds; 0: none set.  The backend's, not io.c's. */
     double rcv_timeo, snd_timeo;
+    /* How the bytes move (sks_transport): sks_plain_transport unless the
+     * server set another, and the state that one's start made. */
+    const sks_transport *transport;
+    void *transport_state;
+    /* The transport's start (a TLS handshake) is running under its own
+     * deadline: a cut there is a silent one, as an idle cut is, and its
+     * bytes start no request. */
+    bool starting;
+    /* The deadline of the last sks_conn_*_once, which sks_conn_wait keeps
+     * (a kernel timeout may have used it up already); 0: none. */
+    double attempt_deadline;
 };
 
 /*
@@ -232,6 +244,11 @@ struct sks_server {
         unsigned char addr[16];
     } trusted[16];
     size_t ntrusted;
+
+    /* The stream connections' transport (transport.c); NULL: plain. */
+    const sks_transport *transport;
+    void *transport_arg;
+    double transport_timeout;  /* its start's limit, seconds; INFINITY */
 };
 
 /* Request lifetime.  A datagram request's memory (max_packet_size bytes)
@@ -415,20 +432,39 @@ void sks__wait_give(void *buf, size_t size);
  * The system-call layer (io.c): EINTR retried, never SIGPIPE, EAGAIN waited
  * out to the deadline, -ETIMEDOUT only once the deadline has passed.
  */
-/* Bytes received (0 at end of input) or -errno. */
-ssize_t sks__conn_recv(struct sks__conn *c, void *buf, size_t n);
+/* The stream layer's calls, through the connection's transport (Redis's
+ * inline wrappers over ConnectionType).  Bytes received (0 at end of
+ * input) or -errno. */
+static inline ssize_t sks__conn_recv(struct sks__conn *c, void *buf, size_t n)
+{
+    return c->transport->recv(c, buf, n);
+}
 /* All n bytes, each step that makes progress with a new per-operation
  * timeout; 0 or -errno. */
 int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n);
-/* One sendfile(2) from in_fd at *offset (advanced) to c's socket: bytes
- * sent, 0 at end of file, or -errno; never raises SIGPIPE. */
-ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd, off_t *offset,
-                           size_t n);
 /* sks__conn_recv into *buf (n bytes; NULL: none held yet), which is the
  * wait backend's (sks__wait_take): given back while the call waits, so
  * *buf is NULL after an error, a new one after the wait.  -ENOMEM when
  * none can be had. */
 ssize_t sks__conn_recv_lent(struct sks__conn *c, char **buf, size_t n);
+/* Up to n bytes from in_fd at *offset (advanced) to c: bytes sent, 0 at
+ * end of file, or -errno (-ENOSYS: the transport cannot; copy instead);
+ * never raises SIGPIPE.  The plain transport's is one sendfile(2). */
+static inline ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd,
+                                         off_t *offset, size_t n)
+{
+    if (c->transport->send_file == NULL)
+        return -ENOSYS;
+    return c->transport->send_file(c, in_fd, offset, n);
+}
+/* Transports (transport.c).  sks__conn_start: srv's transport takes over
+ * c, its start run under srv's start timeout; 0 or its error (c is then
+ * plain again).  sks__conn_end: the transport's shutdown (the stream's
+ * end, after the last flush).  sks__conn_close: its close, once; c is
+ * plain after. */
+int sks__conn_start(struct sks__conn *c, const sks_server *srv);
+void sks__conn_end(struct sks__conn *c);
+void sks__conn_close(struct sks__conn *c);
 /* Waits until c's socket is readable or c's deadline passes, then peeks at
  * up to n bytes without consuming them: the count, 0 at end of input,
  * -ETIMEDOUT, or -errno. */

@@ -40,6 +40,7 @@ struct sks__conn sks__conn_make(int fd, double timeout)
         .deadline = INFINITY,
         .request_timeout = INFINITY,
         .idle_timeout = INFINITY,
+        .transport = &sks_plain_transport,
     };
 }
 
@@ -94,7 +95,7 @@ static void request_started(struct sks__conn *c)
 static int expired(struct sks__conn *c, int err, double deadline)
 {
     if (err == -ETIMEDOUT && deadline == c->deadline && c->cut == SKS__CUT_NONE)
-        c->cut = c->idle ? SKS__CUT_IDLE : SKS__CUT_REQUEST;
+        c->cut = c->idle || c->starting ? SKS__CUT_IDLE : SKS__CUT_REQUEST;
     return err;
 }
 
@@ -126,13 +127,8 @@ static int prepare(struct sks__conn *c, short events, double deadline,
  * a non-blocking socket or a kernel timeout; either way the wait decides,
  * and only a deadline that has passed is a timeout.
  */
-static int after_failure(int fd, short events, double deadline)
+static int wait_ready(int fd, short events, double deadline)
 {
-    int e = errno;
-    if (e == EINTR)
-        return 0;
-    if (e != EAGAIN && e != EWOULDBLOCK)
-        return -e;
     if (deadline != INFINITY && sks__now() >= deadline)
         return -ETIMEDOUT;
     struct pollfd p = { .fd = fd, .events = events };
@@ -142,6 +138,16 @@ static int after_failure(int fd, short events, double deadline)
     if (r == 0)
         return -ETIMEDOUT;
     return (p.revents & POLLNVAL) ? -EBADF : 0;
+}
+
+static int after_failure(int fd, short events, double deadline)
+{
+    int e = errno;
+    if (e == EINTR)
+        return 0;
+    if (e != EAGAIN && e != EWOULDBLOCK)
+        return -e;
+    return wait_ready(fd, events, deadline);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -234,7 +240,7 @@ run_watched(struct sks__conn *c, const struct op *op)
     return r;
 }
 
-ssize_t sks__conn_recv(struct sks__conn *c, void *buf, size_t n)
+static ssize_t plain_recv(struct sks__conn *c, void *buf, size_t n)
 {
     return run_watched(c, &(struct op){ .kind = OP_RECV, .buf = buf, .n = n });
 }
@@ -255,6 +261,12 @@ ssize_t sks__conn_recv_lent(struct sks__conn *c, char **buf, size_t n)
                                         .lent = buf });
 }
 
+static ssize_t plain_send(struct sks__conn *c, const void *buf, size_t n)
+{
+    return run_watched(c, &(struct op){ .kind = OP_SEND, .data = buf,
+                                        .n = n });
+}
+
 ssize_t sks__conn_peek(struct sks__conn *c, void *buf, size_t n)
 {
     return run(c, &(struct op){ .kind = OP_PEEK, .buf = buf, .n = n });
@@ -265,8 +277,7 @@ int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n)
     const char *p = buf;
     while (n > 0) {
         /* Each step starts a new per-operation timeout: progress. */
-        ssize_t w = run_watched(c, &(struct op){ .kind = OP_SEND, .data = p,
-                                                 .n = n });
+        ssize_t w = c->transport->send(c, p, n);
         if (w < 0)
             return (int)w;
         p += w;
@@ -283,8 +294,8 @@ int sks__conn_send_all(struct sks__conn *c, const void *buf, size_t n)
  * socket is non-blocking for the call and the wait is run()'s; its flags
  * are put back after.
  */
-ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd, off_t *offset,
-                           size_t n)
+static ssize_t plain_sendfile(struct sks__conn *c, int in_fd, off_t *offset,
+                              size_t n)
 {
     int flags = sks__conn_deadline(c) == INFINITY ? -1 : fcntl(c->fd, F_GETFL);
     bool own_wait = flags >= 0 && !(flags & O_NONBLOCK) &&
@@ -295,6 +306,71 @@ ssize_t sks__conn_sendfile(struct sks__conn *c, int in_fd, off_t *offset,
     if (own_wait)
         (void)fcntl(c->fd, F_SETFL, flags);
     return r;
+}
+
+const sks_transport sks_plain_transport = {
+    .version = SKS_TRANSPORT_VERSION,
+    .name = "plain",
+    .recv = plain_recv,
+    .send = plain_send,
+    .send_file = plain_sendfile,
+};
+
+/*
+ * What a layered transport (TLS) is built on: one system call each, as
+ * run()'s attempt, so that the layer sees EAGAIN and says what it waits
+ * for, and the wait is sks_conn_wait's.  Where the socket blocks (every
+ * model but fibers) the call may block in the kernel, bounded by the
+ * operation's deadline as the plain transport's are (prepare): one system
+ * call per read or write instead of EAGAIN, poll and the call again.
+ * Where it does not (fibers), EAGAIN comes at once and the fiber parks in
+ * sks_conn_wait, between the layer's calls, never inside one.
+ */
+static ssize_t once(struct sks__conn *c, const struct op *op)
+{
+    short events = op->kind == OP_RECV ? POLLIN : POLLOUT;
+    double deadline = sks__conn_deadline(c);
+    c->attempt_deadline = deadline;
+    int err = prepare(c, events, deadline, true);
+    if (err != 0)
+        return err == -ETIMEDOUT ? -EAGAIN : err; /* sks_conn_wait says */
+    for (;;) {
+        ssize_t r = attempt(c->fd, op);
+        if (r > 0 && op->kind == OP_RECV && c->idle && !c->starting)
+            request_started(c);
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+ssize_t sks_conn_recv_once(sks_conn *c, void *buf, size_t n)
+{
+    return once(c, &(struct op){ .kind = OP_RECV, .buf = buf, .n = n });
+}
+
+ssize_t sks_conn_send_once(sks_conn *c, const void *buf, size_t n)
+{
+    return once(c, &(struct op){ .kind = OP_SEND, .data = buf, .n = n });
+}
+
+int sks_conn_wait(sks_conn *c, short events)
+{
+    double deadline = c->attempt_deadline != 0 ? c->attempt_deadline
+                                               : sks__conn_deadline(c);
+    c->attempt_deadline = 0;
+    if (c->watch != NULL)
+        atomic_store(&c->watch->waiting_since, sks__now());
+    int r = wait_ready(c->fd, events, deadline);
+    if (c->watch != NULL)
+        atomic_store(&c->watch->waiting_since, 0.0);
+    return expired(c, r, deadline);
+}
+
+int sks_conn_fd(const sks_conn *c)
+{
+    return c->fd;
 }
 
 int sks__recv_queued(int fd, void *buf, size_t n)

@@ -329,12 +329,20 @@ int sks_stream_setup(sks_handler *h)
      * socket option set here: see "Waiting in one place" in DESIGN.md. */
     h->conn = sks__conn_make(fd, cls->timeout);
     h->conn.watch = &h->request->wait;
+    /* The server's transport (a TLS handshake) before any request. */
+    int err = sks__conn_start(&h->conn, h->server);
+    if (err != 0)
+        return err;
     /* The server's copy of the class: a version-1 class reads as none. */
     sks__conn_limits(&h->conn, cls->request_timeout, cls->idle_timeout);
     /* Where the wait backend lends read buffers (fibers), the first read
-     * takes one: a connection that never sends holds none. */
+     * takes one: a connection that never sends holds none.  Only on the
+     * plain transport, whose read is the socket's: a lent read bypasses
+     * the table, and another transport (TLS) keeps its own buffers. */
     h->rf = (struct sks_rfile){ .conn = &h->conn, .owned = true,
-                                .lent = sks__wait_lends() };
+                                .lent = sks__wait_lends() &&
+                                        h->conn.transport ==
+                                            &sks_plain_transport };
     h->rf.cap = cls->rbufsize ? cls->rbufsize : DEFAULT_RBUFSIZE;
     h->rf.buf = h->rf.lent ? NULL : malloc(h->rf.cap);
     h->wf = (struct sks_wfile){ .conn = &h->conn, .cap = cls->wbufsize };
@@ -344,6 +352,7 @@ int sks_stream_setup(sks_handler *h)
         (cls->wbufsize > 0 && h->wf.buf == NULL)) {
         free(h->rf.buf);
         free(h->wf.buf);
+        sks__conn_close(&h->conn);
         return -ENOMEM;
     }
     h->rfile = &h->rf;
@@ -358,6 +367,7 @@ int sks_stream_finish(sks_handler *h)
     /* A final error such as a reset peer is expected here and ignored, as
      * Python's StreamRequestHandler.finish does (bpo-14574). */
     (void)sks_wfile_flush(h->wfile);
+    sks__conn_end(&h->conn);
     sks__release_files(h);
     return 0;
 }
