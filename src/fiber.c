@@ -84,6 +84,8 @@ struct fiber_model {
     atomic_size_t fibers;             /* request fibers running */
     atomic_size_t stalls;
     size_t peak;                      /* fibers, since the last scavenge */
+    bool crowd;                       /* peak reached SCAVENGE_PEAK: scavenge
+                                         as it leaves (supervisor only) */
     pthread_mutex_t stall_lock;
     sks_fiber_stall last_stall;       /* (stall_lock) valid once stalls > 0 */
 };
@@ -498,18 +500,23 @@ static void watch(sks_server *srv, struct fiber_model *fm)
  * Go's scavenger, in small: once a crowd of connections has gone (a burst,
  * an attack of slow clients), the allocator still holds their buffers,
  * resident (glibc keeps the holes in its heaps: some 10 KiB a connection
- * of the HTTP example's after 10,000 slowloris connections).  When the
- * fibers running fall to a quarter of a peak of SCAVENGE_PEAK or more,
- * that memory goes back to the system.
+ * of the HTTP example's after 10,000 slowloris connections).  Once the
+ * fibers running have reached SCAVENGE_PEAK, that memory goes back to the
+ * system each time they fall to a quarter of their last count, down to a
+ * few: a crowd that leaves gradually (cut at its deadlines) is handed
+ * back nearly whole, not only its first three quarters.
  */
 static void scavenge(struct fiber_model *fm)
 {
     size_t now = atomic_load(&fm->fibers);
     if (now > fm->peak)
         fm->peak = now;
-    if (fm->peak >= SCAVENGE_PEAK && now <= fm->peak / 4) {
+    if (fm->peak >= SCAVENGE_PEAK)
+        fm->crowd = true;
+    if (fm->crowd && now <= fm->peak / 4) {
         sks__release_free_memory();
         fm->peak = now;
+        fm->crowd = now > SCAVENGE_PEAK / 64;
     }
 }
 
