@@ -9,7 +9,7 @@ SUITE=test_fiber_tools
 . "$(dirname "$0")/deploy_lib.sh"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FLAGS=(-O1 -g -std=c11 -D_POSIX_C_SOURCE=200809L -I"$ROOT/include")
-FIBER_FILES=("$ROOT/tests/fiber_tools.c" "$ROOT/src/fiber_switch.c" "$ROOT/src/fiber_stack.c"
+FIBER_FILES=("$ROOT/tests/fiber_tools.c" "$ROOT/src/fiber_switch.c" "$ROOT/src/fiber_stack.c" "$ROOT/src/compat.c"
              "$ROOT/src/fiber_ctx_portable.c" "$ROOT/src/fiber_ctx_$(uname -m | tr - _).S")
 
 # Both tools read the process's maps from /proc as they start.
