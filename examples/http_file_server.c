@@ -1414,6 +1414,7 @@ int main(int argc, char **argv)
     /* example_create (common.c) sets allow_reuse_address, as Python's
      * HTTPServer: a restart binds the same port at once. */
     sks_server *srv = NULL;
+    example_set_command(argv); /* SIGUSR2 runs this command line again */
     if (example_create(&srv, argv[0], address, &ops, &http_handler, &site,
                        configure) != 0)
         return 1;

@@ -53,6 +53,8 @@ enum {
     SKS_EHANDLER = -20001, /* a request handler reported failure */
     SKS_EADDRESS = -20002, /* an address string could not be parsed */
     SKS_ECLOSED = -20003,  /* the server has been closed (server_close) */
+    SKS_EUPGRADE = -20004, /* an upgrade's new process ended (or closed its
+                              readiness pipe) before it was ready */
 };
 
 /*
@@ -1048,6 +1050,90 @@ SKS_EXTERN int sks_server_new_activated(sks_server **out,
                                         const char *name,
                                         const sks_handler_class *handler,
                                         void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Zero-downtime upgrade                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Hands the server's listening socket to a new program without losing a
+ * connection (nginx's binary upgrade, tableflip): the program at argv[0]
+ * (searched in PATH when it names no directory) is forked and executed
+ * with argv, and adopts the same socket by socket activation; once it
+ * serves, this server stops accepting.  The connections in the socket's
+ * queue, and those arriving meanwhile, are accepted by one process or the
+ * other: nothing is re-bound, so nothing is refused or reset.
+ *
+ * The successor's environment is this process's (read from `environ`
+ * before the fork) with LISTEN_FDS=1, LISTEN_FDNAMES (the name the server
+ * was activated under, else "unknown"), LISTEN_PID (the successor's own
+ * pid: the forked child writes its digits into room made for them, as
+ * nothing may be allocated between fork and exec) and SKS_UPGRADE_FD=4.
+ * Descriptor 3 is the listening socket, 4 the write end of a readiness
+ * pipe; every other descriptor of this process is close-on-exec, so only
+ * these two cross the exec.  The child's signal mask is emptied before
+ * the exec; ignored signals stay ignored, as with any exec.
+ *
+ * The successor adopts the socket with sks_server_new_activated (or
+ * sks_listen_fds, then sks_server_new_from_fd), which also takes the
+ * readiness pipe, and says "ready" when its first serve_forever starts,
+ * after the adoption and its own set-up, before its first accept: one
+ * byte on the pipe, which it then closes.  Then this process's loop
+ * stops accepting (serve_forever returns 0, sks_server_upgraded says
+ * true) and closes its copy of the listening socket as it ends (a Unix
+ * socket file is never removed: the successor listens on it).  Requests
+ * in flight run on: drain them (sks_server_drain, with the drain deadline
+ * you use at shutdown) and exit.
+ *
+ * If the successor ends before it is ready, or closes the pipe, or is not
+ * ready within `timeout` seconds (it is then killed with SIGKILL), this
+ * server goes on serving, nothing changed; the successor is reaped.  One
+ * upgrade at a time.
+ *
+ * sks_server_upgrade does all of it in the calling thread, waiting for
+ * the successor; the serving loop goes on meanwhile in its own thread.
+ * Returns 0 once the successor is ready (a loop serving the server is
+ * asked to stop; with none, the socket is closed before it returns);
+ * -ETIMEDOUT; SKS_EUPGRADE (the successor ended, or closed the pipe,
+ * before it was ready); the exec's error (-ENOENT, -EACCES, -ENOEXEC...);
+ * -EBUSY (an upgrade is under way); -EALREADY (the socket was handed over
+ * already); -EPERM (called in a forked or pre-forked child of the
+ * server); SKS_ECLOSED; -ECANCELED (the server was closed meanwhile);
+ * -EINVAL (srv, argv or argv[0] NULL, timeout not > 0); -ENOMEM; fork's
+ * error.  Thread safety: any thread; it reads the environment, so no
+ * other thread may change it meanwhile (setenv).
+ */
+SKS_EXTERN int sks_server_upgrade(sks_server *srv, char *const argv[],
+                                  double timeout);
+
+/* The default readiness timeout of a requested upgrade, in seconds. */
+#define SKS_UPGRADE_TIMEOUT 10.0
+
+/*
+ * The command and readiness timeout (0: SKS_UPGRADE_TIMEOUT) of requested
+ * upgrades; argv (main's, typically) must outlive the server.  NULL argv:
+ * none (a request is then reported to handle_error as -EINVAL).  0 or
+ * -EINVAL.  Set it before serving.
+ */
+SKS_EXTERN int sks_server_set_upgrade(sks_server *srv, char *const argv[],
+                                      double timeout);
+
+/*
+ * Requests an upgrade with the command set by sks_server_set_upgrade,
+ * without waiting: async-signal-safe, for a SIGUSR2 handler (errno is
+ * left as it was).  The serving loop (of any model; a pre-forked server's
+ * supervisor) starts it within one turn, on a thread of its own, and goes
+ * on serving until the successor is ready.  A failure is reported to
+ * handle_error(srv, NULL, err) with the codes of sks_server_upgrade (the
+ * default prints it); a request while one is under way is reported as
+ * -EBUSY.  A forked or pre-forked child of the server ignores requests.
+ */
+SKS_EXTERN void sks_server_request_upgrade(sks_server *srv);
+
+/* True once the listening socket has been handed to a successor: a
+ * serve_forever that returned 0 returned for that, not for a shutdown.
+ * Thread safety: any. */
+SKS_EXTERN bool sks_server_upgraded(const sks_server *srv);
 
 /* ------------------------------------------------------------------------ */
 /* PROXY protocol (behind HAProxy and other load balancers)                  */

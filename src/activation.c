@@ -189,6 +189,8 @@ static int read_environment(bool unset, bool remember, char ***names_out)
     }
     if ((pid_t)pid != getpid())
         goto finish; /* meant for another process (our parent, say) */
+    /* Started by an upgrade: the pipe on which to say "ready". */
+    sks__upgrade_inherit();
     if (!parse_uint(fds_s, (unsigned long)(INT_MAX - SKS_LISTEN_FDS_START),
                     &n)) {
         r = -EINVAL;
@@ -251,6 +253,7 @@ finish:
         unsetenv("LISTEN_PID");
         unsetenv("LISTEN_FDS");
         unsetenv("LISTEN_FDNAMES");
+        unsetenv(SKS__UPGRADE_FD_ENV);
     }
     if (names_out != NULL)
         *names_out = names;
@@ -288,6 +291,8 @@ int sks_server_new_activated(sks_server **out, const sks_server_ops *ops,
             continue;
         int r = sks_server_new_from_fd(out, ops, passed[i].fd, handler, user);
         if (r == 0) {
+            /* Passed on by name to a successor (a copy: best effort). */
+            (*out)->upgrade.name = strdup(passed[i].name);
             passed[i].adopted = true;
             err = 0;
             break;

@@ -445,6 +445,7 @@ int sks_fiber_serve_forever(sks_server *srv, double poll_interval)
             srv->ops->service_actions(srv);
             next_turn = sks__now() + turn;
         }
+        sks__upgrade_turn(srv);
         if (sks__models_done(srv))
             break;
     }

@@ -230,6 +230,22 @@ struct sks_server {
         unsigned char addr[16];
     } trusted[16];
     size_t ntrusted;
+
+    /* Zero-downtime upgrade (upgrade.c). */
+    struct sks__upgrade {
+        char *const *argv;      /* for requested upgrades; NULL: none */
+        double timeout;         /* seconds for the successor to be ready */
+        char *name;             /* LISTEN_FDNAMES entry (malloc'd); NULL:
+                                   "unknown" */
+        pid_t owner;            /* the process that made the server: its
+                                   forked children never upgrade */
+        atomic_bool requested;  /* sks_server_request_upgrade */
+        atomic_bool busy;       /* one upgrade at a time */
+        atomic_bool handed_over; /* the successor serves our sockets */
+        atomic_bool cancel;     /* server_close: stop waiting */
+        bool thread_started;    /* a requested upgrade's thread, to join */
+        pthread_t thread;
+    } upgrade;
 };
 
 /* Request lifetime.  A datagram request's memory (max_packet_size bytes)
@@ -309,6 +325,19 @@ bool sks__is_serving(sks_server *srv);
 void sks__wake(sks_server *srv);              /* async-signal-safe */
 void sks__server_ref(sks_server *srv);
 void sks__server_unref(sks_server *srv);
+/* Upgrades (upgrade.c).  The serving loops call sks__upgrade_turn every
+ * turn (a requested upgrade starts there) and sks__upgrade_loop_ended
+ * under srv->lock as they end (after a hand-over, the listening sockets
+ * close there); sks_server_close calls sks__upgrade_close first.  In a
+ * successor, activation calls sks__upgrade_inherit when it reads the
+ * variables meant for this process (and unsets SKS__UPGRADE_FD_ENV with
+ * them), and sks__serve_begin calls sks__upgrade_signal_ready. */
+void sks__upgrade_turn(sks_server *srv);
+void sks__upgrade_loop_ended(sks_server *srv);
+void sks__upgrade_close(sks_server *srv);
+#define SKS__UPGRADE_FD_ENV "SKS_UPGRADE_FD"
+void sks__upgrade_inherit(void);
+void sks__upgrade_signal_ready(void);
 /* Binds srv->fd to srv->address with the reuse options; updates address. */
 int sks__bind(sks_server *srv);
 

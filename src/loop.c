@@ -172,6 +172,9 @@ int sks__serve_begin(sks_server *srv)
     srv->is_shut_down = false;
     srv->serving_thread = pthread_self();
     pthread_mutex_unlock(&srv->lock);
+    /* A successor started by an upgrade serves now: its predecessor may
+     * stop accepting (connections queue meanwhile on the shared socket). */
+    sks__upgrade_signal_ready();
     return 0;
 }
 
@@ -181,6 +184,7 @@ void sks__serve_end(sks_server *srv)
     atomic_store(&srv->shutdown_request, 0);
     srv->serving = false;
     srv->is_shut_down = true;
+    sks__upgrade_loop_ended(srv);
     pthread_cond_broadcast(&srv->cond);
     pthread_mutex_unlock(&srv->lock);
 }
@@ -221,6 +225,7 @@ int sks_base_serve_forever(sks_server *srv, double poll_interval)
         else if (took && !eager && pause > 0)
             pause--;
         srv->ops->service_actions(srv);
+        sks__upgrade_turn(srv);
         /* A model may end the loop (a pre-forked child's quota). */
         if (sks__models_done(srv))
             break;
