@@ -47,11 +47,21 @@ static void make_tmpdir(void)
     assert_non_null(mkdtemp(tmpdir));
 }
 
+/* The test's files are all directly in tmpdir. */
 static void remove_tmpdir(void)
 {
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    assert_int_equal(system(cmd), 0);
+    DIR *d = opendir(tmpdir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char path[sizeof(tmpdir) + sizeof(e->d_name) + 2];
+        snprintf(path, sizeof(path), "%s/%s", tmpdir, e->d_name);
+        assert_int_equal(unlink(path), 0);
+    }
+    closedir(d);
+    assert_int_equal(rmdir(tmpdir), 0);
 }
 
 static void read_file(const char *path, char *buf, size_t cap)
@@ -383,21 +393,30 @@ static bool await_file_has(const char *path, const char *text, double secs)
     return file_has(path, text);
 }
 
+/* whoami_server --pid started from a copy in tmpdir, which the test then
+ * replaces; its stderr goes to the file named in err. */
+static void start_a_copy(ud_server *s, char *err, size_t cap,
+                         char *const env[])
+{
+    need_whoami();
+    make_tmpdir();
+    install(whoami, NULL);
+    char bin[PATH_MAX + 16];
+    snprintf(bin, sizeof(bin), "%s/whoami_server", tmpdir);
+    snprintf(err, cap, "%s/err", tmpdir);
+    char *argv[] = { bin, "--pid", "127.0.0.1:0", NULL };
+    assert_int_equal(ud_server_start(s, bin, argv, err, env), 0);
+}
+
 /* Rollback: the new binary exits before it is ready.  The old generation
  * says why and serves on, losing nothing; once a good binary is back, the
  * next upgrade goes through. */
 static void test_a_failed_new_binary_rolls_back(void **state)
 {
     (void)state;
-    need_whoami();
-    make_tmpdir();
-    install(whoami, NULL);
-    char bin[PATH_MAX + 16], err[PATH_MAX + 16];
-    snprintf(bin, sizeof(bin), "%s/whoami_server", tmpdir);
-    snprintf(err, sizeof(err), "%s/err", tmpdir);
-    char *argv[] = { bin, "--pid", "127.0.0.1:0", NULL };
+    char err[PATH_MAX + 16];
     ud_server s;
-    assert_int_equal(ud_server_start(&s, bin, argv, err, NULL), 0);
+    start_a_copy(&s, err, sizeof(err), NULL);
     ud_load l;
     assert_int_equal(ud_load_start(&l, s.port, CLIENTS, 3.0, RATE), 0);
     double t0 = now_seconds();
@@ -460,16 +479,10 @@ static pid_t child_of(pid_t pid)
 static void test_a_stuck_new_binary_times_out(void **state)
 {
     (void)state;
-    need_whoami();
-    make_tmpdir();
-    install(whoami, NULL);
-    char bin[PATH_MAX + 16], err[PATH_MAX + 16];
-    snprintf(bin, sizeof(bin), "%s/whoami_server", tmpdir);
-    snprintf(err, sizeof(err), "%s/err", tmpdir);
-    char *argv[] = { bin, "--pid", "127.0.0.1:0", NULL };
+    char err[PATH_MAX + 16];
     char *env[] = { "EXAMPLE_UPGRADE_TIMEOUT=0.7", NULL };
     ud_server s;
-    assert_int_equal(ud_server_start(&s, bin, argv, err, env), 0);
+    start_a_copy(&s, err, sizeof(err), env);
     ud_load l;
     assert_int_equal(ud_load_start(&l, s.port, CLIENTS, 2.5, RATE), 0);
     double t0 = now_seconds();
