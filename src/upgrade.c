@@ -102,8 +102,9 @@ static int resolve(const char *name, char *out, size_t cap)
         path = "/usr/local/bin:/usr/bin:/bin";
     for (const char *p = path;; p++) {
         size_t n = strcspn(p, ":");
-        int len = snprintf(out, cap, "%.*s%s%s", (int)n, n ? p : ".",
-                           "/", name);
+        /* An empty entry is the current directory. */
+        int len = snprintf(out, cap, "%.*s/%s", n ? (int)n : 1,
+                           n ? p : ".", name);
         if (len > 0 && (size_t)len < cap && access(out, X_OK) == 0)
             return 0;
         p += n;
@@ -224,15 +225,14 @@ _Noreturn static void exec_child(const char *path, char *const argv[],
 }
 
 /* Ends a successor that will not serve: it gets EXIT_GRACE to exit by
- * itself, then SIGKILL; it is reaped either way.  Whether it had exited by
- * itself. */
-static bool end_child(pid_t pid)
+ * itself, then SIGKILL; it is reaped either way. */
+static void end_child(pid_t pid)
 {
     double until = sks__now() + EXIT_GRACE;
     for (;;) {
         pid_t r = waitpid(pid, NULL, WNOHANG);
         if (r == pid || (r < 0 && errno != EINTR))
-            return true;
+            return;
         if (sks__now() >= until)
             break;
         (void)sks__wait(NULL, 0, sks__now() + 0.005);
@@ -240,7 +240,6 @@ static bool end_child(pid_t pid)
     (void)kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
-    return false;
 }
 
 /* Waits for the successor's word on rd: 0 (ready), or why not. */
