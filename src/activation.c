@@ -268,6 +268,31 @@ int sks_listen_fds(bool unset_environment, char ***names)
     return r;
 }
 
+/*
+ * After passed[first] became srv, a stream server: the passed listeners
+ * of the same name bound to the same address (SO_REUSEPORT siblings: an
+ * upgrade passes a server's whole set) join it, so that none is left with
+ * a queue nobody accepts from.  The caller holds passed_lock.
+ */
+static void adopt_siblings(sks_server *srv, const sks_server_ops *ops,
+                           size_t first)
+{
+    if (ops->socket_type != SOCK_STREAM)
+        return;
+    for (size_t i = first + 1; i < npassed; i++) {
+        sks_addr bound;
+        if (passed[i].adopted ||
+            strcmp(passed[i].name, passed[first].name) != 0 ||
+            check_socket(ops, passed[i].fd, &bound) != 0 ||
+            bound.len != srv->address.len ||
+            memcmp(&bound.u, &srv->address.u, bound.len) != 0 ||
+            set_flags(passed[i].fd, ops->socket_type) != 0 ||
+            sks__listener_adopt(srv, passed[i].fd) != 0)
+            continue;
+        passed[i].adopted = true;
+    }
+}
+
 int sks_server_new_activated(sks_server **out, const sks_server_ops *ops,
                              const char *name,
                              const sks_handler_class *handler, void *user)
@@ -294,6 +319,7 @@ int sks_server_new_activated(sks_server **out, const sks_server_ops *ops,
             /* Passed on by name to a successor (a copy: best effort). */
             (*out)->upgrade.name = strdup(passed[i].name);
             passed[i].adopted = true;
+            adopt_siblings(*out, ops, i);
             err = 0;
             break;
         }

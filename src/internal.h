@@ -157,6 +157,8 @@ struct sks__slot {
     sks_server_ops wrapped;
 };
 #define SKS__MAX_MODELS 2  /* one that runs requests, one that runs the loop */
+/* Listening sockets of one server: its own and its SO_REUSEPORT siblings. */
+#define SKS__MAX_LISTENERS 64
 
 struct sks_server {
     /* The table the library calls: a filled copy of `given` (see
@@ -230,6 +232,12 @@ struct sks_server {
         unsigned char addr[16];
     } trusted[16];
     size_t ntrusted;
+
+    /* The listening sockets beyond fd: its SO_REUSEPORT siblings on the
+     * same address (listeners.c). */
+    int more[SKS__MAX_LISTENERS - 1];
+    size_t nmore;
+    unsigned listen_turn;      /* which one the loop looks at first */
 
     /* Zero-downtime upgrade (upgrade.c). */
     struct sks__upgrade {
@@ -325,6 +333,20 @@ bool sks__is_serving(sks_server *srv);
 void sks__wake(sks_server *srv);              /* async-signal-safe */
 void sks__server_ref(sks_server *srv);
 void sks__server_unref(sks_server *srv);
+/* Listening sockets (listeners.c).  sks__listeners fills out with srv->fd
+ * and its siblings (none once closed): their count.  sks__listener_adopt
+ * takes a sibling (inherited, already checked): 0 or -ENOSPC.
+ * sks__listener_open opens one more on the server's address: 0, or
+ * -EOPNOTSUPP unless srv->fd is a TCP listener with SO_REUSEPORT, -ENOSPC,
+ * -errno.  sks__listeners_close_more closes the siblings.  get_request
+ * accepts on sks__accept_fd(srv): the socket sks__accept_on chose for srv
+ * in the calling thread (fd -1: none), else srv->fd. */
+size_t sks__listeners(const sks_server *srv, int *out, size_t cap);
+int sks__listener_adopt(sks_server *srv, int fd);
+int sks__listener_open(sks_server *srv);
+void sks__listeners_close_more(sks_server *srv);
+void sks__accept_on(const sks_server *srv, int fd);
+int sks__accept_fd(const sks_server *srv);
 /* Upgrades (upgrade.c).  The serving loops call sks__upgrade_turn every
  * turn (a requested upgrade starts there) and sks__upgrade_loop_ended
  * under srv->lock as they end (after a hand-over, the listening sockets

@@ -189,6 +189,7 @@ void sks_server_close(sks_server *srv)
      * passes the listening socket that server_close closes. */
     sks__upgrade_close(srv);
     srv->ops->server_close(srv);
+    sks__listeners_close_more(srv);
     /* Even when an override of server_close did not call its super. */
     sks__models_close(srv);
 }

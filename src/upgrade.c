@@ -10,7 +10,8 @@
  * nothing is reset (docs/DEPLOYMENT.md, "Upgrading without a restart").
  *
  * The protocol is systemd's (activation.c reads it) plus one descriptor:
- * LISTEN_FDS=n sockets at 3 .. 3+n-1, LISTEN_FDNAMES, LISTEN_PID=the
+ * LISTEN_FDS=n sockets at 3 .. 3+n-1 (the server's socket and its
+ * SO_REUSEPORT siblings: listeners.c), LISTEN_FDNAMES, LISTEN_PID=the
  * successor's pid, and SKS_UPGRADE_FD=3+n, the write end of a pipe on
  * which the successor writes READY_BYTE when its first serve_forever
  * starts.  A successor that ends before that closes the pipe (EOF); one
@@ -40,7 +41,7 @@
 
 #define ENV_FD SKS__UPGRADE_FD_ENV
 /* Descriptors passed: the listening sockets and the readiness pipe. */
-#define MAX_FDS 2
+#define MAX_FDS (SKS__MAX_LISTENERS + 1)
 
 /* ------------------------------------------------------------------------ */
 /* The successor's side                                                      */
@@ -286,6 +287,7 @@ static int await_ready(sks_server *srv, int rd, pid_t pid, double timeout)
 static void close_listeners(sks_server *srv)
 {
     srv->have_sock_file = false;
+    sks__listeners_close_more(srv);
     sks__close(srv->fd);
     srv->fd = -1;
 }
@@ -320,9 +322,10 @@ static int run(sks_server *srv, char *const argv[], double timeout)
     int err = resolve(argv[0], path, sizeof(path));
     if (err != 0)
         return err;
-    if (srv->fd < 0)
+    /* Every socket: one left behind would reset its queue as it closes. */
+    n = sks__listeners(srv, fds, SKS__MAX_LISTENERS);
+    if (n == 0)
         return SKS_ECLOSED;
-    fds[n++] = srv->fd;
     size_t nsock = n;
     if ((err = sks__pipe(pipefd)) != 0)
         return err;

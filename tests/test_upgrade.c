@@ -136,6 +136,43 @@ static void test_successor_gets_the_socket_and_its_own_pid(void **state)
     remove_tmpdir();
 }
 
+/* A fiber server with SO_REUSEPORT gives each loop a socket of its own:
+ * the upgrade passes all three, then the readiness pipe after them. */
+static void test_every_socket_of_a_fiber_server_is_passed(void **state)
+{
+    (void)state;
+    make_tmpdir();
+    sks_server *srv = ts_new(&sks_fiber_tcp_ops, "127.0.0.1:0",
+                             &echo_lines_stream, NULL, SKS_NO_BIND);
+    assert_int_equal(sks_server_set_allow_reuse_port(srv, true), 0);
+    assert_int_equal(sks_server_set_fiber_loops(srv, 3), 0);
+    assert_int_equal(sks_server_bind_and_activate(srv), 0);
+    test_server ts;
+    ts_serve(&ts, srv, 0.05);
+    assert_echo_once(ts.address, SOCK_STREAM, "the loops run\n");
+    char script[PATH_MAX * 2];
+    snprintf(script, sizeof(script),
+             "echo \"$$ $LISTEN_FDS $SKS_UPGRADE_FD $LISTEN_FDNAMES\" > %s/env; "
+             "printf R >&$SKS_UPGRADE_FD; exec sleep 30",
+             tmpdir);
+    char *argv[] = { "sh", "-c", script, NULL };
+    assert_int_equal(sks_server_upgrade(srv, argv, valgrind_scaled(10)), 0);
+    ts_stop(&ts); /* the loop stopped for the upgrade */
+    char env[256], path[PATH_MAX + 8], names[64];
+    snprintf(path, sizeof(path), "%s/env", tmpdir);
+    read_file(path, env, sizeof(env));
+    long pid;
+    int fds, ready;
+    assert_int_equal(sscanf(env, "%ld %d %d %63s", &pid, &fds, &ready, names),
+                     4);
+    assert_int_equal(fds, 3);
+    assert_int_equal(ready, 6);
+    assert_string_equal(names, "unknown:unknown:unknown");
+    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+    assert_int_equal(waitpid((pid_t)pid, NULL, 0), (pid_t)pid);
+    remove_tmpdir();
+}
+
 /* An upgrade that fails leaves the server as it was: its socket open and
  * listening (a client is served through it), nothing more open. */
 static void assert_upgrade_fails(char *const argv[], double timeout,
@@ -225,12 +262,16 @@ static pid_t await_generation(ud_load *l, int n)
     return ud_pid(l, n);
 }
 
-static void upgraded_under_load(const char *model)
+static void upgraded_under_load(const char *model, bool reuse_port)
 {
     need_whoami();
     enum { UPGRADES = 10 };
     char *argv[] = { whoami, "--pid", "--model", (char *)model, "127.0.0.1:0",
-                     NULL };
+                     NULL, NULL };
+    if (reuse_port) {
+        argv[5] = argv[4];
+        argv[4] = "--reuse-port";
+    }
     ud_server s;
     assert_int_equal(ud_server_start(&s, whoami, argv, NULL, NULL), 0);
     ud_load l;
@@ -297,7 +338,7 @@ static void upgraded_under_load(const char *model)
 static void test_threading_upgrades_under_load_lose_nothing(void **state)
 {
     (void)state;
-    upgraded_under_load("threading");
+    upgraded_under_load("threading", false);
 }
 
 static void test_prefork_upgrades_under_load_lose_nothing(void **state)
@@ -305,13 +346,23 @@ static void test_prefork_upgrades_under_load_lose_nothing(void **state)
     (void)state;
     skip_under_tsan("skipped under ThreadSanitizer: the example's pre-forked "
                     "children start threads (see test_prefork)");
-    upgraded_under_load("prefork");
+    upgraded_under_load("prefork", false);
 }
 
 static void test_fiber_upgrades_under_load_lose_nothing(void **state)
 {
     (void)state;
-    upgraded_under_load("fiber");
+    upgraded_under_load("fiber", false);
+}
+
+/* Each loop its own SO_REUSEPORT socket, each with its own queue: every
+ * one is passed (one closed with its queue would reset its connections),
+ * and the new generation adopts the set, a loop per socket. */
+static void test_fiber_with_a_socket_per_loop_upgrades_losing_nothing(
+    void **state)
+{
+    (void)state;
+    upgraded_under_load("fiber", true);
 }
 
 /* The control: what the upgrade avoids.  Stopping the server and starting
@@ -524,6 +575,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_arguments_are_refused),
         cmocka_unit_test(test_successor_gets_the_socket_and_its_own_pid),
+        cmocka_unit_test(test_every_socket_of_a_fiber_server_is_passed),
         cmocka_unit_test(test_a_program_that_cannot_run_is_reported),
         cmocka_unit_test(test_a_successor_that_exits_before_ready_is_reported),
         cmocka_unit_test(test_a_successor_that_is_never_ready_times_out),
@@ -533,6 +585,8 @@ int main(void)
         cmocka_unit_test(test_threading_upgrades_under_load_lose_nothing),
         cmocka_unit_test(test_prefork_upgrades_under_load_lose_nothing),
         cmocka_unit_test(test_fiber_upgrades_under_load_lose_nothing),
+        cmocka_unit_test(
+            test_fiber_with_a_socket_per_loop_upgrades_losing_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

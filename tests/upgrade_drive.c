@@ -393,6 +393,15 @@ int ud_server_start(ud_server *s, const char *path, char *const argv[],
         return -ETIMEDOUT;
     const char *colon = strrchr(s->address, ':');
     s->port = colon != NULL ? atoi(colon + 1) : 0;
+    /* Once it has answered, its loops run (a fiber server opens a socket
+     * per loop as they start): only then are its sockets all listeners. */
+    ud_load probe;
+    memset(&probe, 0, sizeof(probe));
+    probe.port = s->port;
+    pthread_mutex_init(&probe.lock, NULL);
+    pid_t seen = -1;
+    if (!one_connection(&probe, 0, 1, &seen))
+        return -ECONNREFUSED;
     if (each_fd(pid, note_socket, s) != 0 || s->nlisteners == 0)
         return -ENOENT;
     return 0;
