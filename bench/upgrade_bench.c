@@ -2,7 +2,8 @@
  * upgrade_bench.c - zero-downtime upgrades under load: whoami_server --pid
  * upgraded (SIGUSR2) once a second, 10 times, while 16 unpaced clients
  * connect on loopback (tests/upgrade_drive.c, the load of
- * tests/test_upgrade.c), for each model.  Prints, per model: connections,
+ * tests/test_upgrade.c), for each model, and for the fiber model with a
+ * SO_REUSEPORT socket per loop as well.  Prints, per model: connections,
  * requests, failed connections (refused, reset, timed out, short reply),
  * the time from each signal to the new generation's "listening on" (it
  * says ready a few microseconds later, as its loop starts) and to its
@@ -35,11 +36,12 @@ static void summary(const char *what, double *v, int n)
            n ? v[n / 2] * 1e3 : 0, n ? v[n - 1] * 1e3 : 0);
 }
 
-static int run(const char *whoami, const char *model, double seconds,
-               long *total, long *failures)
+static int run(const char *whoami, const char *model, bool reuse_port,
+               double seconds, long *total, long *failures)
 {
     char *argv[] = { (char *)whoami, "--pid", "--model", (char *)model,
-                     "127.0.0.1:0", NULL };
+                     reuse_port ? "--reuse-port" : "127.0.0.1:0",
+                     reuse_port ? "127.0.0.1:0" : NULL, NULL };
     ud_server s;
     if (ud_server_start(&s, whoami, argv, "/dev/null", NULL) != 0) {
         fprintf(stderr, "upgrade_bench: %s does not start\n", whoami);
@@ -79,10 +81,11 @@ static int run(const char *whoami, const char *model, double seconds,
     }
     ud_server_stop(&s);
     long conns = atomic_load(&l.connections) + atomic_load(&l.refused);
-    printf("  %-9s %7ld connections, %7ld requests, %ld failed (refused %ld, "
+    printf("  %-9s%s %7ld connections, %7ld requests, %ld failed (refused %ld, "
            "reset %ld, timed out %ld, short %ld, other %ld); %d upgrades, "
            "%d generations answered\n",
-           model, conns, atomic_load(&l.requests), atomic_load(&l.failures),
+           model, reuse_port ? " (a socket per loop)" : "", conns,
+           atomic_load(&l.requests), atomic_load(&l.failures),
            atomic_load(&l.refused), atomic_load(&l.reset),
            atomic_load(&l.timed_out), atomic_load(&l.short_reply),
            atomic_load(&l.other), done, ud_pids(&l));
@@ -106,13 +109,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "upgrade_bench: needs PR_SET_CHILD_SUBREAPER\n");
         return 1;
     }
-    const char *models[] = { "threading", "prefork", "fiber" };
+    static const struct {
+        const char *model;
+        bool reuse_port;
+    } models[] = {
+        { "threading", false },
+        { "prefork", false },
+        { "fiber", false },
+        { "fiber", true },
+    };
     long total = 0, failures = 0;
     int rc = 0;
     printf("upgrades under load: whoami_server --pid, %d clients unpaced, "
            "%d upgrades in %.0f s per model\n", CLIENTS, UPGRADES, seconds);
     for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
-        rc |= run(argv[1], models[i], seconds, &total, &failures);
+        rc |= run(argv[1], models[i].model, models[i].reuse_port, seconds,
+                  &total, &failures);
     printf("  all: %ld connections, %ld failed, %d upgrades per model "
            "(targets: 0 failed, <= 200 ms to ready)\n",
            total, failures, UPGRADES);
