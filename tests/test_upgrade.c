@@ -90,50 +90,70 @@ static void test_bad_arguments_are_refused(void **state)
     sks_server_free(srv);
 }
 
+/* What a successor saw, as the "new binary" below reports it. */
+struct seen {
+    long pid, listen_pid;
+    int fds, ready;
+    char names[128];
+};
+
+/* Upgrades srv to a "new binary" that writes what it got, says ready on
+ * its pipe and keeps the sockets, as a successor serving on them would. */
+static void upgrade_to_reporter(sks_server *srv, struct seen *seen)
+{
+    make_tmpdir();
+    char script[PATH_MAX * 2];
+    snprintf(script, sizeof(script),
+             "echo \"$$ $LISTEN_PID $LISTEN_FDS $SKS_UPGRADE_FD "
+             "$LISTEN_FDNAMES\" > %s/env; printf R >&$SKS_UPGRADE_FD; "
+             "exec sleep 30",
+             tmpdir);
+    char *argv[] = { "sh", "-c", script, NULL };
+    assert_int_equal(sks_server_upgrade(srv, argv, valgrind_scaled(10)), 0);
+    char env[256], path[PATH_MAX + 8];
+    snprintf(path, sizeof(path), "%s/env", tmpdir);
+    read_file(path, env, sizeof(env));
+    assert_int_equal(sscanf(env, "%ld %ld %d %d %127s", &seen->pid,
+                            &seen->listen_pid, &seen->fds, &seen->ready,
+                            seen->names), 5);
+}
+
+/* The reporter ended (it would hold the sockets 30 s), its files gone. */
+static void end_reporter(const struct seen *seen)
+{
+    assert_int_equal(kill((pid_t)seen->pid, SIGKILL), 0);
+    assert_int_equal(waitpid((pid_t)seen->pid, NULL, 0), (pid_t)seen->pid);
+    remove_tmpdir();
+}
+
 static void test_successor_gets_the_socket_and_its_own_pid(void **state)
 {
     (void)state;
-    make_tmpdir();
     sks_server *srv = ts_new(&sks_tcp_ops, "127.0.0.1:0", &echo_lines_stream,
                              NULL, 0);
     char addr[SKS_ADDRSTRLEN];
     sks_addr_format(sks_server_address(srv), addr, sizeof(addr));
     int fds_before = count_open_fds();
-    /* The "new binary": writes what it got, then says ready and keeps
-     * the socket a moment, as a successor serving on it would. */
-    char script[PATH_MAX * 2];
-    snprintf(script, sizeof(script),
-             "echo \"$$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES "
-             "$SKS_UPGRADE_FD\" > %s/env; printf R >&4; exec sleep 30",
-             tmpdir);
-    char *argv[] = { "sh", "-c", script, NULL };
-    assert_int_equal(sks_server_upgrade(srv, argv, valgrind_scaled(10)), 0);
+    struct seen seen;
+    upgrade_to_reporter(srv, &seen);
     assert_true(sks_server_upgraded(srv));
     /* Not serving: the copy is closed before the call returns. */
     assert_int_equal(sks_server_fileno(srv), -1);
     assert_int_equal(count_open_fds(), fds_before - 1);
     /* The successor's environment: LISTEN_PID is its own pid. */
-    char env[256], path[PATH_MAX + 8];
-    snprintf(path, sizeof(path), "%s/env", tmpdir);
-    read_file(path, env, sizeof(env));
-    long pid, listen_pid;
-    char fds[32], names[64], ready[32];
-    assert_int_equal(sscanf(env, "%ld %ld %31s %63s %31s", &pid, &listen_pid,
-                            fds, names, ready), 5);
-    assert_int_equal(pid, listen_pid);
-    assert_string_equal(fds, "1");
-    assert_string_equal(names, "unknown");
-    assert_string_equal(ready, "4");
+    assert_int_equal(seen.pid, seen.listen_pid);
+    assert_int_equal(seen.fds, 1);
+    assert_string_equal(seen.names, "unknown");
+    assert_int_equal(seen.ready, 4);
     /* The socket still listens, in the successor: a client connects. */
     int c = client_connect(addr);
     assert_true(c >= 0);
     client_close(c);
     /* A second upgrade has nothing left to pass. */
-    assert_int_equal(sks_server_upgrade(srv, argv, 1.0), -EALREADY);
+    char *again[] = { "/bin/true", NULL };
+    assert_int_equal(sks_server_upgrade(srv, again, 1.0), -EALREADY);
     sks_server_free(srv);
-    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
-    assert_int_equal(waitpid((pid_t)pid, NULL, 0), (pid_t)pid);
-    remove_tmpdir();
+    end_reporter(&seen);
 }
 
 /* A fiber server with SO_REUSEPORT gives each loop a socket of its own:
@@ -141,7 +161,6 @@ static void test_successor_gets_the_socket_and_its_own_pid(void **state)
 static void test_every_socket_of_a_fiber_server_is_passed(void **state)
 {
     (void)state;
-    make_tmpdir();
     sks_server *srv = ts_new(&sks_fiber_tcp_ops, "127.0.0.1:0",
                              &echo_lines_stream, NULL, SKS_NO_BIND);
     assert_int_equal(sks_server_set_allow_reuse_port(srv, true), 0);
@@ -150,27 +169,13 @@ static void test_every_socket_of_a_fiber_server_is_passed(void **state)
     test_server ts;
     ts_serve(&ts, srv, 0.05);
     assert_echo_once(ts.address, SOCK_STREAM, "the loops run\n");
-    char script[PATH_MAX * 2];
-    snprintf(script, sizeof(script),
-             "echo \"$$ $LISTEN_FDS $SKS_UPGRADE_FD $LISTEN_FDNAMES\" > %s/env; "
-             "printf R >&$SKS_UPGRADE_FD; exec sleep 30",
-             tmpdir);
-    char *argv[] = { "sh", "-c", script, NULL };
-    assert_int_equal(sks_server_upgrade(srv, argv, valgrind_scaled(10)), 0);
+    struct seen seen;
+    upgrade_to_reporter(srv, &seen);
     ts_stop(&ts); /* the loop stopped for the upgrade */
-    char env[256], path[PATH_MAX + 8], names[64];
-    snprintf(path, sizeof(path), "%s/env", tmpdir);
-    read_file(path, env, sizeof(env));
-    long pid;
-    int fds, ready;
-    assert_int_equal(sscanf(env, "%ld %d %d %63s", &pid, &fds, &ready, names),
-                     4);
-    assert_int_equal(fds, 3);
-    assert_int_equal(ready, 6);
-    assert_string_equal(names, "unknown:unknown:unknown");
-    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
-    assert_int_equal(waitpid((pid_t)pid, NULL, 0), (pid_t)pid);
-    remove_tmpdir();
+    assert_int_equal(seen.fds, 3);
+    assert_int_equal(seen.ready, 6);
+    assert_string_equal(seen.names, "unknown:unknown:unknown");
+    end_reporter(&seen);
 }
 
 /* An upgrade that fails leaves the server as it was: its socket open and
@@ -445,9 +450,10 @@ static bool await_file_has(const char *path, const char *text, double secs)
 }
 
 /* whoami_server --pid started from a copy in tmpdir, which the test then
- * replaces; its stderr goes to the file named in err. */
-static void start_a_copy(ud_server *s, char *err, size_t cap,
-                         char *const env[])
+ * replaces; its stderr goes to the file named in err.  Then the load, for
+ * `seconds`: the time it starts is returned. */
+static double start_a_copy(ud_server *s, char *err, size_t cap,
+                           char *const env[], ud_load *l, double seconds)
 {
     need_whoami();
     make_tmpdir();
@@ -457,6 +463,17 @@ static void start_a_copy(ud_server *s, char *err, size_t cap,
     snprintf(err, cap, "%s/err", tmpdir);
     char *argv[] = { bin, "--pid", "127.0.0.1:0", NULL };
     assert_int_equal(ud_server_start(s, bin, argv, err, env), 0);
+    assert_int_equal(ud_load_start(l, s->port, CLIENTS, seconds, RATE), 0);
+    return now_seconds();
+}
+
+/* At t: the copy replaced by script (NULL: the example again), and the
+ * running generation asked to upgrade to it. */
+static void deploy_at(double t, const ud_server *s, const char *script)
+{
+    ud_sleep_until(t);
+    install(script == NULL ? whoami : NULL, script);
+    assert_int_equal(kill(s->first, SIGUSR2), 0);
 }
 
 /* Rollback: the new binary exits before it is ready.  The old generation
@@ -467,20 +484,13 @@ static void test_a_failed_new_binary_rolls_back(void **state)
     (void)state;
     char err[PATH_MAX + 16];
     ud_server s;
-    start_a_copy(&s, err, sizeof(err), NULL);
     ud_load l;
-    assert_int_equal(ud_load_start(&l, s.port, CLIENTS, 3.0, RATE), 0);
-    double t0 = now_seconds();
-
-    ud_sleep_until(t0 + 0.5);
-    install(NULL, "#!/bin/sh\nexit 3\n");
-    assert_int_equal(kill(s.first, SIGUSR2), 0);
+    double t0 = start_a_copy(&s, err, sizeof(err), NULL, &l, 3.0);
+    deploy_at(t0 + 0.5, &s, "#!/bin/sh\nexit 3\n");
     bool reported = await_file_has(err, "SKS_EUPGRADE", 2.0);
     int pids_after_rollback = ud_pids(&l);
 
-    ud_sleep_until(t0 + 1.5);
-    install(whoami, NULL);
-    assert_int_equal(kill(s.first, SIGUSR2), 0);
+    deploy_at(t0 + 1.5, &s, NULL);
     pid_t second = await_generation(&l, 1);
     ud_load_join(&l);
     report("rollback", &l);
@@ -533,14 +543,9 @@ static void test_a_stuck_new_binary_times_out(void **state)
     char err[PATH_MAX + 16];
     char *env[] = { "EXAMPLE_UPGRADE_TIMEOUT=0.7", NULL };
     ud_server s;
-    start_a_copy(&s, err, sizeof(err), env);
     ud_load l;
-    assert_int_equal(ud_load_start(&l, s.port, CLIENTS, 2.5, RATE), 0);
-    double t0 = now_seconds();
-
-    ud_sleep_until(t0 + 0.5);
-    install(NULL, "#!/bin/sh\nexec sleep 30\n");
-    assert_int_equal(kill(s.first, SIGUSR2), 0);
+    double t0 = start_a_copy(&s, err, sizeof(err), env, &l, 2.5);
+    deploy_at(t0 + 0.5, &s, "#!/bin/sh\nexec sleep 30\n");
     /* The successor, once it is `sleep`. */
     pid_t stuck = -1;
     char exe[PATH_MAX] = "", link[64];
