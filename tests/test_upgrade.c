@@ -34,6 +34,11 @@
 /* Connections a second: at least 10,000 in the 10 s of an upgrade run,
  * without taking the machine's every cycle. */
 #define RATE 2000
+/* What a run must reach.  Under ThreadSanitizer both the clients and the
+ * example (a thread per connection) run 5 to 15 times slower, and a
+ * threading run on this 2-core machine made some 14,000: half is asked
+ * there, the full figure everywhere else. */
+#define MIN_CONNECTIONS (UNDER_TSAN ? 5000 : 10000)
 
 /* ------------------------------------------------------------------------ */
 /* The call itself, in this process                                          */
@@ -328,7 +333,7 @@ static void upgraded_under_load(const char *model, bool reuse_port)
     ud_server_stop(&s);
 
     assert_int_equal(atomic_load(&l.failures), 0);
-    assert_true(atomic_load(&l.connections) >= 10000);
+    assert_true(atomic_load(&l.connections) >= MIN_CONNECTIONS);
     /* One pid per generation, each a new process. */
     assert_int_equal(ud_pids(&l), UPGRADES + 1);
     assert_int_equal(ud_listening(&s), UPGRADES + 1);
@@ -349,8 +354,8 @@ static void test_threading_upgrades_under_load_lose_nothing(void **state)
 static void test_prefork_upgrades_under_load_lose_nothing(void **state)
 {
     (void)state;
-    skip_under_tsan("skipped under ThreadSanitizer: the example's pre-forked "
-                    "children start threads (see test_prefork)");
+    skip_under_tsan("the example's pre-forked children start threads (see "
+                    "test_prefork)");
     upgraded_under_load("prefork", false);
 }
 
