@@ -459,13 +459,15 @@ void ud_server_stop(ud_server *s)
 {
     if (s->first <= 0)
         return;
-    (void)kill(-s->first, SIGKILL);
     atomic_store(&s->stop, true);
     pthread_join(s->reaper, NULL);
     /* Every process of the group is reaped here, the later generations
-     * as orphans once their parents have gone: until none is left. */
+     * as orphans once their parents have gone: until none is left.  The
+     * group is signalled again each turn: a child whose fork was under
+     * way at the first signal was not in it yet. */
     double until = ud_now() + 5;
     while (ud_now() < until) {
+        (void)kill(-s->first, SIGKILL);
         pid_t p = waitpid(-1, NULL, WNOHANG);
         if (p < 0 && errno == ECHILD)
             break;
