@@ -240,15 +240,15 @@ static void need_whoami(void)
      * figures are then out of reach; the upgrade code itself runs under
      * it in the tests above. */
     if (under_valgrind())
-        skip_because("skipped under valgrind: the example's generations "
-                     "run under memcheck too, far too slowly for the load");
+        skip_because("under valgrind: the example's generations run under "
+                     "memcheck too, far too slowly for the load");
     if (!example_exists("whoami_server"))
-        skip_because("whoami_server is not built: skipped");
+        skip_because("whoami_server is not built");
     if (!proc_mounted())
-        skip_because("skipped: needs /proc (descriptors of each generation)");
+        skip_because("needs /proc (the descriptors of each generation)");
     if (ud_become_subreaper() != 0)
-        skip_because("skipped: needs PR_SET_CHILD_SUBREAPER (Linux) to reap "
-                     "each generation");
+        skip_because("needs PR_SET_CHILD_SUBREAPER (Linux) to reap each "
+                     "generation");
     snprintf(whoami, sizeof(whoami), "%s/whoami_server", examples_dir());
 }
 
