@@ -176,7 +176,8 @@ static void *client_main(void *arg)
     /* Paced: the k-th connection not before start + k * gap. */
     double gap = l->rate > 0 ? l->clients / l->rate : 0;
     pid_t last = -1;
-    for (unsigned long k = 0; ud_now() < end; k++) {
+    for (unsigned long k = 0; ud_now() < end && !atomic_load(&l->stop);
+         k++) {
         if (gap > 0)
             ud_sleep_until(start + (double)k * gap);
         (void)one_connection(l, c->index, k % 4 == 0 ? KEEPALIVE_REQUESTS : 1,
@@ -207,6 +208,11 @@ int ud_load_start(ud_load *l, int port, int clients, double seconds,
         }
     }
     return 0;
+}
+
+void ud_load_stop(ud_load *l)
+{
+    atomic_store(&l->stop, true);
 }
 
 void ud_load_join(ud_load *l)

@@ -34,6 +34,7 @@
 typedef struct ud_load {
     int port, clients;
     double seconds, rate;
+    atomic_bool stop;             /* ud_load_stop: end before `seconds` */
     pthread_t threads[UD_MAX_CLIENTS];
     atomic_long connections, requests, failures;
     atomic_long refused, reset, timed_out, short_reply, other;
@@ -50,6 +51,8 @@ typedef struct ud_load {
  * them (0: as many as they can): 0 or -errno. */
 int ud_load_start(ud_load *l, int port, int clients, double seconds,
                   double rate);
+/* Asks the clients to end after the connection each is making. */
+void ud_load_stop(ud_load *l);
 /* Waits until they have ended. */
 void ud_load_join(ud_load *l);
 int ud_pids(ud_load *l);          /* distinct pids seen so far */
