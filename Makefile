@@ -115,7 +115,11 @@ check-sanitizers:
 # records only the last one's, and some tests read src/internal.h.
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(wildcard include/*.h src/*.h) \
 		$(STATIC) | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Itests $< $(TEST_SUPPORT) $(STATIC) -lcmocka $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Itests $< $(TEST_SUPPORT) $(TEST_EXTRA) $(STATIC) -lcmocka $(LDLIBS) -o $@
+
+# The upgrade test's load generator, shared with its benchmark.
+$(BUILD)/tests/test_upgrade: TEST_EXTRA := tests/upgrade_drive.c
+$(BUILD)/tests/test_upgrade: tests/upgrade_drive.c tests/upgrade_drive.h
 
 # The fiber switch's portable fallback, forced on this architecture so that
 # it is tested here too: the test links the fiber files without the

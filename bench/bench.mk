@@ -6,6 +6,8 @@
 #   make bench-syscalls   system calls and instructions per request only
 #   make bench-slowloris  the HTTP example under slowhttptest (every model,
 #                         slowloris and slow read): the attack figures
+#   make bench-upgrade    whoami_server upgraded 10 times under load, per
+#                         model: failed connections, time to ready
 #   BENCH_SECONDS=N       seconds measured per run (default 1; each server runs twice)
 #
 # Everything is built into $(BUILD)/bench/ with the library's flags; results
@@ -18,13 +20,14 @@ BENCH_BIN     := $(addprefix $(BENCH_DIR)/,loadgen ref_thread ref_fork \
                    fiber_switch fiber_switch_portable)
 BENCH_ENV      = BENCH_BIN=$(BENCH_DIR) BENCH_SECONDS=$(BENCH_SECONDS)
 
-.PHONY: bench bench-quick bench-syscalls bench-build bench-slowloris
+.PHONY: bench bench-quick bench-syscalls bench-build bench-slowloris bench-upgrade
 
 bench-build: $(BENCH_BIN)
 
 bench: bench-build
 	@$(BENCH_ENV) bench/run.sh full
 	@$(MAKE) --no-print-directory bench-slowloris
+	@$(MAKE) --no-print-directory bench-upgrade
 
 # The same run as tests/test_slowloris.sh (its assertions included); the
 # figures go to the screen and to $(BENCH_DIR)/results/slowloris.txt.
@@ -33,6 +36,19 @@ bench-slowloris: $(BUILD)/examples/http_file_server | $(BENCH_DIR)
 	@echo "slow clients against examples/http_file_server (docs/HTTP.md):"
 	@BUILD=$(BUILD) tests/test_slowloris.sh | grep -E 'figures:|slowhttptest:|skipped|failure' \
 	  | tee $(BENCH_DIR)/results/slowloris.txt
+
+# Zero-downtime upgrades (docs/DEPLOYMENT.md, section 4): the load of
+# tests/test_upgrade.c, unpaced; figures on the screen and in
+# $(BENCH_DIR)/results/upgrade.txt.
+bench-upgrade: $(BENCH_DIR)/upgrade_bench $(BUILD)/examples/whoami_server
+	@mkdir -p $(BENCH_DIR)/results
+	@$(BENCH_DIR)/upgrade_bench $(BUILD)/examples/whoami_server \
+	  | tee $(BENCH_DIR)/results/upgrade.txt
+
+$(BENCH_DIR)/upgrade_bench: bench/upgrade_bench.c tests/upgrade_drive.c \
+		tests/upgrade_drive.h | $(BENCH_DIR)
+	$(CC) $(CFLAGS) -Itests bench/upgrade_bench.c tests/upgrade_drive.c \
+	  $(LDLIBS) -o $@
 
 bench-quick: bench-build
 	@$(BENCH_ENV) bench/run.sh quick

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int example_echo_handle(sks_handler *h)
@@ -26,18 +27,43 @@ int example_echo_handle(sks_handler *h)
 }
 
 static sks_server *the_server;
+static char **command;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    sks_server_request_shutdown(the_server); /* async-signal-safe */
+    /* Both async-signal-safe. */
+    if (sig == SIGUSR2)
+        sks_server_request_upgrade(the_server);
+    else
+        sks_server_request_shutdown(the_server);
+}
+
+void example_set_command(char **argv)
+{
+    command = argv;
 }
 
 int example_create(sks_server **srv, const char *prog, const char *address,
                    const sks_server_ops *ops, const sks_handler_class *cls,
                    void *user, void (*configure)(sks_server *srv))
 {
-    int err = sks_server_new(srv, ops, address, cls, user, SKS_NO_BIND);
+    /* Started by socket activation (systemd, systemd-socket-activate, or
+     * an upgrade of this program): serve the socket passed, already
+     * bound. */
+    int err = sks_server_new_activated(srv, ops, NULL, cls, user);
+    if (err == 0) {
+        if (configure != NULL)
+            configure(*srv);
+        return 0;
+    }
+    if (err != -ENOENT) {
+        fprintf(stderr, "%s: cannot serve the activated socket: %s\n", prog,
+                sks_strerror(err));
+        return err;
+    }
+    if (address == NULL)
+        return -ENOENT;
+    err = sks_server_new(srv, ops, address, cls, user, SKS_NO_BIND);
     if (err == 0) {
         sks_server_set_allow_reuse_address(*srv, true);
         if (configure != NULL)
@@ -60,17 +86,24 @@ int example_run(sks_server *srv, const char *prog,
     struct sigaction sa;
 
     the_server = srv;
+    const char *timeout = getenv("EXAMPLE_UPGRADE_TIMEOUT");
+    sks_server_set_upgrade(srv, command,
+                           timeout != NULL ? strtod(timeout, NULL) : 0);
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
 
     sks_addr_format(sks_server_address(srv), addr, sizeof(addr));
     printf("listening on %s\n", addr);
     fflush(stdout);
 
     int err = sks_server_serve_forever(srv, 0.5);
+    if (sks_server_upgraded(srv))
+        fprintf(stderr, "%s: the new process serves; this one drains\n",
+                prog);
     if (stopping != NULL)
         stopping(srv);
     sks_server_free(srv);
@@ -94,26 +127,21 @@ int example_serve(int argc, char **argv, const sks_server_ops *ops,
 {
     sks_server *srv = NULL;
 
-    /* Started by socket activation (systemd, systemd-socket-activate):
-     * serve the socket passed, already bound; ADDRESS is then optional
-     * and, if given, not used. */
-    int err = sks_server_new_activated(&srv, ops, NULL, cls, NULL);
-    if (err == 0) {
-        if (configure != NULL)
-            configure(srv);
-    } else if (err != -ENOENT) {
-        fprintf(stderr, "%s: cannot serve the activated socket: %s\n",
-                argv[0], sks_strerror(err));
-        return 1;
-    } else if (argc != 2) {
+    if (command == NULL)
+        example_set_command(argv);
+    /* Under socket activation ADDRESS is optional and, if given, not
+     * used. */
+    const char *address = argc == 2 ? argv[1] : NULL;
+    int err = example_create(&srv, argv[0], address, ops, cls, NULL,
+                             configure);
+    if (err == -ENOENT && address == NULL) {
         fprintf(stderr, "usage: %s ADDRESS   (e.g. 127.0.0.1:0, [::1]:9000, "
                         "unix:/tmp/echo.sock, unix:@echo)\n"
                         "       ADDRESS may be omitted under socket "
                         "activation (LISTEN_FDS)\n", argv[0]);
         return 2;
-    } else if (example_create(&srv, argv[0], argv[1], ops, cls, NULL,
-                              configure) != 0) {
-        return 1;
     }
+    if (err != 0)
+        return 1;
     return example_run(srv, argv[0], drain_a_second);
 }

@@ -1479,6 +1479,7 @@ int main(int argc, char **argv)
     if (tls_cert != NULL && (tls = start_tls(argv[0], tls_cert, tls_key)) == NULL)
         return 1;
     sks_server *srv = NULL;
+    example_set_command(argv); /* SIGUSR2 runs this command line again */
     if (example_create(&srv, argv[0], address, &ops, &http_handler, &site,
                        configure) != 0)
         return 1;

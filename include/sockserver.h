@@ -53,6 +53,8 @@ enum {
     SKS_EHANDLER = -20001, /* a request handler reported failure */
     SKS_EADDRESS = -20002, /* an address string could not be parsed */
     SKS_ECLOSED = -20003,  /* the server has been closed (server_close) */
+    SKS_EUPGRADE = -20004, /* an upgrade's new process ended (or closed its
+                              readiness pipe) before it was ready */
 };
 
 /*
@@ -615,7 +617,9 @@ SKS_EXTERN void sks_server_handle_error(sks_server *srv, sks_request *req,
 
 /* Attributes. */
 
-/* The listening (stream) or receiving (datagram) socket; -1 after close. */
+/* The listening (stream) or receiving (datagram) socket; -1 after close
+ * (or after an upgrade handed it over).  Its SO_REUSEPORT siblings, if
+ * the server has any (see FiberMixIn), are not listed. */
 SKS_EXTERN int sks_server_fileno(const sks_server *srv);
 /* The server address; after bind, the real one (port 0 resolved). */
 SKS_EXTERN const sks_addr *sks_server_address(const sks_server *srv);
@@ -788,10 +792,17 @@ SKS_EXTERN extern const sks_server_ops sks_prefork_udp_ops;
  *
  * - Loops: one per CPU the process may run on (its affinity mask where
  *   the platform has one, else the CPUs online), or
- *   sks_server_set_fiber_loops().  The loops share the listening socket;
- *   each accepts in batches and backs off on its own when descriptors run
- *   out.  A fiber stays on its loop for life, so thread-local state is
- *   safe in a handler.
+ *   sks_server_set_fiber_loops().  The loops share the listening socket,
+ *   unless it has SO_REUSEPORT (sks_server_set_allow_reuse_port before
+ *   bind, or an inherited socket that has it): then each loop gets a
+ *   socket of its own on the same address, opened when serving starts,
+ *   and the kernel spreads connections over them.  A server adopted with
+ *   a set of N such sockets (an upgrade passes them all) runs max(loops,
+ *   N) loops, loop i on socket i mod N: no socket is left with a queue
+ *   nobody accepts from, and loops beyond N share.  Each loop accepts in
+ *   batches and backs off on its own when descriptors run out.  A fiber
+ *   stays on its loop for life, so thread-local state is safe in a
+ *   handler.
  * - A handler must not block its loop: a blocking call outside rfile and
  *   wfile (a disk read, name resolution, a lock held long) stalls every
  *   connection of that loop.  Run it with sks_run_blocking(); sleep with
@@ -1066,7 +1077,12 @@ SKS_EXTERN int sks_listen_fds(bool unset_environment, char ***names);
  * NULL, the first passed socket not adopted yet whose family and type suit
  * ops (see sks_server_new_from_fd); else the first one not adopted yet
  * named `name` in LISTEN_FDNAMES (systemd's FileDescriptorName=, or
- * systemd-socket-activate --fdname).  Reads the variables as
+ * systemd-socket-activate --fdname).  A stream server also adopts every
+ * later passed listener of the same name bound to the same address (its
+ * SO_REUSEPORT siblings, as an upgrade passes a server's set): it accepts
+ * from all of them, closes them with its own, and passes them all on an
+ * upgrade, so that no sibling's queue is left unserved.  Reads the
+ * variables as
  * sks_listen_fds(true, NULL) does when they are set for this process, so
  * several servers can each adopt one of the passed sockets, one call each.
  * Returns 0; -ENOENT when the process was not activated or no passed
@@ -1079,6 +1095,96 @@ SKS_EXTERN int sks_server_new_activated(sks_server **out,
                                         const char *name,
                                         const sks_handler_class *handler,
                                         void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Zero-downtime upgrade                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Hands the server's listening socket to a new program without losing a
+ * connection (nginx's binary upgrade, tableflip): the program at argv[0]
+ * (searched in PATH when it names no directory) is forked and executed
+ * with argv, and adopts the same socket by socket activation; once it
+ * serves, this server stops accepting.  The connections in the socket's
+ * queue, and those arriving meanwhile, are accepted by one process or the
+ * other: nothing is re-bound, so nothing is refused or reset.
+ *
+ * The server's listening sockets are passed, every one: its socket and
+ * its SO_REUSEPORT siblings (a fiber server's per-loop sockets, see
+ * FiberMixIn), n in all, as descriptors 3 .. 3+n-1, then the write end of
+ * a readiness pipe at 3+n.  A sibling left behind would reset the
+ * connections in its queue as it closed.  The successor's environment is
+ * this process's (read from `environ` before the fork) with LISTEN_FDS=n,
+ * LISTEN_FDNAMES (n times the name the server was activated under, else
+ * "unknown"), LISTEN_PID (the successor's own pid: the forked child
+ * writes its digits into room made for them, as nothing may be allocated
+ * between fork and exec) and SKS_UPGRADE_FD=3+n.  Every descriptor the
+ * library opens is close-on-exec, so only these cross the exec (one the
+ * program opened itself without FD_CLOEXEC is inherited, as by any exec).
+ * The child's signal mask is emptied before the exec; ignored signals
+ * stay ignored, as with any exec.
+ *
+ * The successor adopts the sockets with sks_server_new_activated (the
+ * siblings with the first: see there), which also takes the readiness
+ * pipe (so does sks_listen_fds, for sks_server_new_from_fd), and says
+ * "ready" when its first serve_forever starts,
+ * after the adoption and its own set-up, before its first accept: one
+ * byte on the pipe, which it then closes.  Then this process's loop
+ * stops accepting (serve_forever returns 0, sks_server_upgraded says
+ * true) and closes its copies of the listening sockets as it ends (a Unix
+ * socket file is never removed: the successor listens on it).  Requests
+ * in flight run on: drain them (sks_server_drain, with the drain deadline
+ * you use at shutdown) and exit.
+ *
+ * If the successor ends before it is ready, or closes the pipe, or is not
+ * ready within `timeout` seconds (it is then killed with SIGKILL), this
+ * server goes on serving, nothing changed; the successor is reaped.  One
+ * upgrade at a time.
+ *
+ * sks_server_upgrade does all of it in the calling thread, waiting for
+ * the successor; the serving loop goes on meanwhile in its own thread.
+ * Returns 0 once the successor is ready (a loop serving the server is
+ * asked to stop; with none, the socket is closed before it returns);
+ * -ETIMEDOUT; SKS_EUPGRADE (the successor ended, or closed the pipe,
+ * before it was ready); the exec's error (-ENOENT, -EACCES, -ENOEXEC...);
+ * -EBUSY (an upgrade is under way); -EALREADY (the socket was handed over
+ * already); -EPERM (called in a forked or pre-forked child of the
+ * server); SKS_ECLOSED; -ECANCELED (the server was closed meanwhile);
+ * -EINVAL (srv, argv or argv[0] NULL, timeout not > 0); -ENOMEM; fork's
+ * error.  Thread safety: any thread; it reads the environment, so no
+ * other thread may change it meanwhile (setenv).
+ */
+SKS_EXTERN int sks_server_upgrade(sks_server *srv, char *const argv[],
+                                  double timeout);
+
+/* The default readiness timeout of a requested upgrade, in seconds. */
+#define SKS_UPGRADE_TIMEOUT 10.0
+
+/*
+ * The command and readiness timeout (0: SKS_UPGRADE_TIMEOUT) of requested
+ * upgrades; argv (main's, typically) must outlive the server.  NULL argv:
+ * none (a request is then reported to handle_error as -EINVAL).  0 or
+ * -EINVAL.  Set it before serving.
+ */
+SKS_EXTERN int sks_server_set_upgrade(sks_server *srv, char *const argv[],
+                                      double timeout);
+
+/*
+ * Requests an upgrade with the command set by sks_server_set_upgrade,
+ * without waiting: async-signal-safe, for a SIGUSR2 handler (errno is
+ * left as it was).  The serving loop (of any model; a pre-forked server's
+ * supervisor) starts it within one turn, on a thread of its own, and goes
+ * on serving until the successor is ready.  A failure is reported to
+ * handle_error(srv, NULL, err) with the codes of sks_server_upgrade (the
+ * default prints it); a request while one is under way is reported as
+ * -EBUSY.  A forked or pre-forked child of the server ignores requests.
+ */
+SKS_EXTERN void sks_server_request_upgrade(sks_server *srv);
+
+/* True once the listening socket has been handed to a successor: a
+ * serve_forever that returned 0 returned for that, not for a shutdown.
+ * Thread safety: any. */
+SKS_EXTERN bool sks_server_upgraded(const sks_server *srv);
 
 /* ------------------------------------------------------------------------ */
 /* PROXY protocol (behind HAProxy and other load balancers)                  */

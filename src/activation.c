@@ -189,6 +189,8 @@ static int read_environment(bool unset, bool remember, char ***names_out)
     }
     if ((pid_t)pid != getpid())
         goto finish; /* meant for another process (our parent, say) */
+    /* Started by an upgrade: the pipe on which to say "ready". */
+    sks__upgrade_inherit();
     if (!parse_uint(fds_s, (unsigned long)(INT_MAX - SKS_LISTEN_FDS_START),
                     &n)) {
         r = -EINVAL;
@@ -251,6 +253,7 @@ finish:
         unsetenv("LISTEN_PID");
         unsetenv("LISTEN_FDS");
         unsetenv("LISTEN_FDNAMES");
+        unsetenv(SKS__UPGRADE_FD_ENV);
     }
     if (names_out != NULL)
         *names_out = names;
@@ -263,6 +266,31 @@ int sks_listen_fds(bool unset_environment, char ***names)
     int r = read_environment(unset_environment, false, names);
     pthread_mutex_unlock(&passed_lock);
     return r;
+}
+
+/*
+ * After passed[first] became srv, a stream server: the passed listeners
+ * of the same name bound to the same address (SO_REUSEPORT siblings: an
+ * upgrade passes a server's whole set) join it, so that none is left with
+ * a queue nobody accepts from.  The caller holds passed_lock.
+ */
+static void adopt_siblings(sks_server *srv, const sks_server_ops *ops,
+                           size_t first)
+{
+    if (ops->socket_type != SOCK_STREAM)
+        return;
+    for (size_t i = first + 1; i < npassed; i++) {
+        sks_addr bound;
+        if (passed[i].adopted ||
+            strcmp(passed[i].name, passed[first].name) != 0 ||
+            check_socket(ops, passed[i].fd, &bound) != 0 ||
+            bound.len != srv->address.len ||
+            memcmp(&bound.u, &srv->address.u, bound.len) != 0 ||
+            set_flags(passed[i].fd, ops->socket_type) != 0 ||
+            sks__listener_adopt(srv, passed[i].fd) != 0)
+            continue;
+        passed[i].adopted = true;
+    }
 }
 
 int sks_server_new_activated(sks_server **out, const sks_server_ops *ops,
@@ -288,7 +316,10 @@ int sks_server_new_activated(sks_server **out, const sks_server_ops *ops,
             continue;
         int r = sks_server_new_from_fd(out, ops, passed[i].fd, handler, user);
         if (r == 0) {
+            /* Passed on by name to a successor (a copy: best effort). */
+            (*out)->upgrade.name = strdup(passed[i].name);
             passed[i].adopted = true;
+            adopt_siblings(*out, ops, i);
             err = 0;
             break;
         }

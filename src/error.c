@@ -18,7 +18,8 @@
 #define SKS__OWN_ERRORS(X)                                                   \
     X(SKS_EHANDLER, "request handler failed")                                \
     X(SKS_EADDRESS, "malformed address string")                              \
-    X(SKS_ECLOSED, "server is closed")
+    X(SKS_ECLOSED, "server is closed")                                       \
+    X(SKS_EUPGRADE, "new process ended before it was ready")
 
 /* Every error number POSIX.1-2008 requires <errno.h> to define. */
 #define SKS__POSIX_ERRNOS(X)                                                 \

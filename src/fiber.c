@@ -49,6 +49,7 @@ struct fiber_loop {
     struct fiber_model *fm;
     sks_server *srv;
     struct sks__floop *fl;
+    int fd;                           /* the listening socket it accepts on */
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
@@ -328,7 +329,8 @@ static void acceptor(void *arg)
     pthread_mutex_lock(&lp->lock);
     lp->acceptor = sks__floop_self();
     pthread_mutex_unlock(&lp->lock);
-    (void)sks__floop_register(srv->fd);
+    sks__accept_on(srv, lp->fd);      /* get_request, on this loop */
+    (void)sks__floop_register(lp->fd);
     /* A cancelled loop (the server is closing) ends every wait at once:
      * leave rather than spin. */
     int r = 0;
@@ -350,14 +352,15 @@ static void acceptor(void *arg)
                 return;               /* handed off: the request is done */
         }
         if (got == 0)
-            r = sks__floop_wait_fd(srv->fd, false, INFINITY);
+            r = sks__floop_wait_fd(lp->fd, false, INFINITY);
         else if (taken == ACCEPT_BATCH)
             sks__floop_yield();       /* let this batch's handlers run */
     }
     /* The listening socket stays open (serve_forever may run again) and in
      * this loop's epoll until it is closed; its slot is free from now on,
      * for the descriptor that reuses its number then. */
-    sks__floop_forget(srv->fd);
+    sks__floop_forget(lp->fd);
+    sks__accept_on(srv, -1);
     pthread_mutex_lock(&lp->lock);
     lp->acceptor = NULL;
     lp->acceptor_done = true;
@@ -441,6 +444,19 @@ static int start_loops(sks_server *srv, struct fiber_model *fm)
         fm->pool_started = true;
     }
     size_t n = fm->loops ? fm->loops : sks__cpus_allowed();
+    /* Each loop its own listening socket where the server's has
+     * SO_REUSEPORT (the kernel then spreads connections over the loops,
+     * and a loop never wakes for another's); an inherited set larger than
+     * the loops gets a loop per socket, as a socket nobody accepts from
+     * would strand its queue.  Else the loops share the socket. */
+    int lfd[SKS__MAX_LISTENERS];
+    size_t nl = sks__listeners(srv, lfd, SKS__MAX_LISTENERS);
+    while (nl < n && sks__listener_open(srv) == 0)
+        nl = sks__listeners(srv, lfd, SKS__MAX_LISTENERS);
+    if (nl == 0)
+        return SKS_ECLOSED;
+    if (nl > n)
+        n = nl;
     fm->lp = calloc(n, sizeof(*fm->lp));
     if (fm->lp == NULL)
         return -ENOMEM;
@@ -449,6 +465,7 @@ static int start_loops(sks_server *srv, struct fiber_model *fm)
         struct fiber_loop *lp = &fm->lp[i];
         lp->fm = fm;
         lp->srv = srv;
+        lp->fd = lfd[i % nl];
         pthread_mutex_init(&lp->lock, NULL);
         pthread_cond_init(&lp->acceptor_gone, NULL);
         int err = sks__floop_new(&lp->fl, fm->stack_size, CACHED_STACKS);
@@ -579,6 +596,7 @@ int sks_fiber_serve_forever(sks_server *srv, double poll_interval)
             srv->ops->service_actions(srv);
             next_turn = sks__now() + turn;
         }
+        sks__upgrade_turn(srv);
         if (sks__models_done(srv))
             break;
     }

@@ -171,6 +171,8 @@ struct sks__slot {
     sks_server_ops wrapped;
 };
 #define SKS__MAX_MODELS 2  /* one that runs requests, one that runs the loop */
+/* Listening sockets of one server: its own and its SO_REUSEPORT siblings. */
+#define SKS__MAX_LISTENERS 64
 
 struct sks_server {
     /* The table the library calls: a filled copy of `given` (see
@@ -249,6 +251,27 @@ struct sks_server {
     const sks_transport *transport;
     void *transport_arg;
     double transport_timeout;  /* its start's limit, seconds; INFINITY */
+    /* The listening sockets beyond fd: its SO_REUSEPORT siblings on the
+     * same address (listeners.c). */
+    int more[SKS__MAX_LISTENERS - 1];
+    size_t nmore;
+    unsigned listen_turn;      /* which one the loop looks at first */
+
+    /* Zero-downtime upgrade (upgrade.c). */
+    struct sks__upgrade {
+        char *const *argv;      /* for requested upgrades; NULL: none */
+        double timeout;         /* seconds for the successor to be ready */
+        char *name;             /* LISTEN_FDNAMES entry (malloc'd); NULL:
+                                   "unknown" */
+        pid_t owner;            /* the process that made the server: its
+                                   forked children never upgrade */
+        atomic_bool requested;  /* sks_server_request_upgrade */
+        atomic_bool busy;       /* one upgrade at a time */
+        atomic_bool handed_over; /* the successor serves our sockets */
+        atomic_bool cancel;     /* server_close: stop waiting */
+        bool thread_started;    /* a requested upgrade's thread, to join */
+        pthread_t thread;
+    } upgrade;
 };
 
 /* Request lifetime.  A datagram request's memory (max_packet_size bytes)
@@ -328,6 +351,33 @@ bool sks__is_serving(sks_server *srv);
 void sks__wake(sks_server *srv);              /* async-signal-safe */
 void sks__server_ref(sks_server *srv);
 void sks__server_unref(sks_server *srv);
+/* Listening sockets (listeners.c).  sks__listeners fills out with srv->fd
+ * and its siblings (none once closed): their count.  sks__listener_adopt
+ * takes a sibling (inherited, already checked): 0 or -ENOSPC.
+ * sks__listener_open opens one more on the server's address: 0, or
+ * -EOPNOTSUPP unless srv->fd is a TCP listener with SO_REUSEPORT, -ENOSPC,
+ * -errno.  sks__listeners_close_more closes the siblings.  get_request
+ * accepts on sks__accept_fd(srv): the socket sks__accept_on chose for srv
+ * in the calling thread (fd -1: none), else srv->fd. */
+size_t sks__listeners(const sks_server *srv, int *out, size_t cap);
+int sks__listener_adopt(sks_server *srv, int fd);
+int sks__listener_open(sks_server *srv);
+void sks__listeners_close_more(sks_server *srv);
+void sks__accept_on(const sks_server *srv, int fd);
+int sks__accept_fd(const sks_server *srv);
+/* Upgrades (upgrade.c).  The serving loops call sks__upgrade_turn every
+ * turn (a requested upgrade starts there) and sks__upgrade_loop_ended
+ * under srv->lock as they end (after a hand-over, the listening sockets
+ * close there); sks_server_close calls sks__upgrade_close first.  In a
+ * successor, activation calls sks__upgrade_inherit when it reads the
+ * variables meant for this process (and unsets SKS__UPGRADE_FD_ENV with
+ * them), and sks__serve_begin calls sks__upgrade_signal_ready. */
+void sks__upgrade_turn(sks_server *srv);
+void sks__upgrade_loop_ended(sks_server *srv);
+void sks__upgrade_close(sks_server *srv);
+#define SKS__UPGRADE_FD_ENV "SKS_UPGRADE_FD"
+void sks__upgrade_inherit(void);
+void sks__upgrade_signal_ready(void);
 /* Binds srv->fd to srv->address with the reuse options; updates address. */
 int sks__bind(sks_server *srv);
 

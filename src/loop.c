@@ -99,25 +99,29 @@ static bool handle_request_noblock(sks_server *srv)
 }
 
 /*
- * Waits until deadline (INFINITY: forever) for the listening socket or the
- * wake pipe.  Returns 1 when the socket is readable, 0 when not (deadline,
- * wake, accepting paused), SKS_ECLOSED when the socket is gone.
+ * Waits until deadline (INFINITY: forever) for the listening sockets (the
+ * server's and its SO_REUSEPORT siblings: listeners.c) or the wake pipe.
+ * Returns 1 when a socket is readable (get_request then accepts on it),
+ * 0 when not (deadline, wake, accepting paused), SKS_ECLOSED when the
+ * socket is gone.
  */
 static int wait_for_request(sks_server *srv, double deadline)
 {
-    struct pollfd p[2] = {
-        { .fd = srv->wake_rd, .events = POLLIN },
-        { .fd = srv->fd, .events = POLLIN },
-    };
-    size_t n = 2;
+    struct pollfd p[1 + SKS__MAX_LISTENERS];
+    int lfd[SKS__MAX_LISTENERS];
+    size_t nl = sks__listeners(srv, lfd, SKS__MAX_LISTENERS);
+    bool listen = true;
 
-    if (srv->closed || srv->fd < 0)
+    if (srv->closed || nl == 0)
         return SKS_ECLOSED;
+    p[0] = (struct pollfd){ .fd = srv->wake_rd, .events = POLLIN };
+    for (size_t i = 0; i < nl; i++)
+        p[1 + i] = (struct pollfd){ .fd = lfd[i], .events = POLLIN };
     if (sks__paused(srv)) {
         /* A forked child's end is seen only when it is reaped, and its
          * wake-up byte comes just before its exit (a killed child sends
          * none): look again soon rather than sleep through it. */
-        n = 1;
+        listen = false;
         double recheck = sks__now() + LIMIT_RECHECK_MS / 1000.0;
         if (recheck < deadline)
             deadline = recheck;
@@ -125,31 +129,42 @@ static int wait_for_request(sks_server *srv, double deadline)
          * flight, once per slot (until a request ends and wakes the loop,
          * or the recheck finds none to shed). */
         if (srv->overload_policy == SKS_OVERLOAD_SHED_IDLE && !srv->shedding)
-            n = 2;
+            listen = true;
     } else if (srv->backoff_ms != 0) {
         double resume = (double)srv->accept_resume.tv_sec +
                         (double)srv->accept_resume.tv_nsec / 1e9;
         if (resume > sks__now()) {
-            n = 1;
+            listen = false;
             if (resume < deadline)
                 deadline = resume;
         }
     }
-    int r = sks__wait(p, n, deadline);
+    int r = sks__wait(p, listen ? 1 + nl : 1, deadline);
     if (r < 0)
         return r;
     if (p[0].revents || r == 0)
         srv->shedding = false;
     if (p[0].revents)
         drain_wake(srv);
-    if (n == 2 && p[1].revents != 0 && sks__paused(srv)) {
+    /* The sockets take turns in being looked at first, so that a busy one
+     * never starves another's queue. */
+    size_t ready = 0;
+    for (size_t k = 0; listen && k < nl && ready == 0; k++) {
+        size_t i = 1 + (srv->listen_turn + k) % nl;
+        if (p[i].revents != 0)
+            ready = i;
+    }
+    srv->listen_turn++;
+    if (ready != 0 && sks__paused(srv)) {
         srv->shedding = true;
         (void)sks__shed_one(srv);
         return 0;
     }
-    if (n == 2 && (p[1].revents & POLLNVAL))
+    if (ready != 0 && (p[ready].revents & POLLNVAL))
         return SKS_ECLOSED;
-    return n == 2 && p[1].revents != 0;
+    if (ready != 0)
+        sks__accept_on(srv, nl > 1 ? p[ready].fd : -1);
+    return ready != 0;
 }
 
 /* True when the loop may try get_request without polling first: the
@@ -172,15 +187,20 @@ int sks__serve_begin(sks_server *srv)
     srv->is_shut_down = false;
     srv->serving_thread = pthread_self();
     pthread_mutex_unlock(&srv->lock);
+    /* A successor started by an upgrade serves now: its predecessor may
+     * stop accepting (connections queue meanwhile on the shared socket). */
+    sks__upgrade_signal_ready();
     return 0;
 }
 
 void sks__serve_end(sks_server *srv)
 {
+    sks__accept_on(srv, -1);
     pthread_mutex_lock(&srv->lock);
     atomic_store(&srv->shutdown_request, 0);
     srv->serving = false;
     srv->is_shut_down = true;
+    sks__upgrade_loop_ended(srv);
     pthread_cond_broadcast(&srv->cond);
     pthread_mutex_unlock(&srv->lock);
 }
@@ -221,6 +241,7 @@ int sks_base_serve_forever(sks_server *srv, double poll_interval)
         else if (took && !eager && pause > 0)
             pause--;
         srv->ops->service_actions(srv);
+        sks__upgrade_turn(srv);
         /* A model may end the loop (a pre-forked child's quota). */
         if (sks__models_done(srv))
             break;

@@ -191,6 +191,7 @@ int sks_prefork_serve_forever(sks_server *srv, double poll_interval)
         nap(srv, sks__now() + SUPERVISE_MS / 1000.0);
         reap(srv, pf, false);
         srv->ops->service_actions(srv);
+        sks__upgrade_turn(srv);
     }
 
     /* Shutdown: every child drains for up to the timeout, then leaves. */

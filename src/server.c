@@ -63,6 +63,12 @@ int sks__server_make(sks_server **out, const sks_server_ops *ops,
     atomic_init(&srv->completed, 0);
     atomic_init(&srv->failed, 0);
     atomic_init(&srv->refused, 0);
+    srv->upgrade.owner = getpid();
+    srv->upgrade.timeout = SKS_UPGRADE_TIMEOUT;
+    atomic_init(&srv->upgrade.requested, false);
+    atomic_init(&srv->upgrade.busy, false);
+    atomic_init(&srv->upgrade.handed_over, false);
+    atomic_init(&srv->upgrade.cancel, false);
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
 
@@ -162,6 +168,7 @@ void sks__server_unref(sks_server *srv)
     pthread_cond_destroy(&srv->cond);
     sks__models_free(srv);
     free(atomic_load(&srv->spare));
+    free(srv->upgrade.name);
     free(srv);
 }
 
@@ -178,7 +185,11 @@ void sks_server_close(sks_server *srv)
     if (srv->closed)
         return;
     srv->closed = true;
+    /* An upgrade under way is given up (its successor killed) first: it
+     * passes the listening socket that server_close closes. */
+    sks__upgrade_close(srv);
     srv->ops->server_close(srv);
+    sks__listeners_close_more(srv);
     /* Even when an override of server_close did not call its super. */
     sks__models_close(srv);
 }

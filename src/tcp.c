@@ -48,7 +48,7 @@ int sks_tcp_server_activate(sks_server *srv)
 int sks_tcp_get_request(sks_server *srv, sks_request **out)
 {
     sks_addr peer;
-    int fd = sks__accept(srv->fd, &peer);
+    int fd = sks__accept(sks__accept_fd(srv), &peer);
 
     if (fd < 0)
         return fd;

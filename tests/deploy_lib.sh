@@ -38,6 +38,11 @@ fail() {
 start() {
     local name=$1
     shift
+    # Emptied here, not only by the background job's redirection: a
+    # wait_for right after must not read what an earlier server of the
+    # same name wrote (its address) before the job has run.
+    : >"$T/$name.out"
+    : >"$T/$name.err"
     "$@" >"$T/$name.out" 2>"$T/$name.err" &
     PID[$name]=$!
     OUT[$name]=$T/$name.out

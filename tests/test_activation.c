@@ -276,6 +276,64 @@ static void test_activated_tcp_listener_is_adopted_and_serves_fiber(void **state
     activated_tcp_listener_is_adopted_and_serves(&sks_fiber_tcp_ops);
 }
 
+/* A SO_REUSEPORT listener on address (port 0: a free one). */
+static int reuse_port_listener(const char *address)
+{
+    sks_addr a;
+    int one = 1;
+    assert_int_equal(sks_addr_parse(address, &a), 0);
+    int fd = socket(a.u.sa.sa_family, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one,
+                                sizeof(one)), 0);
+    assert_int_equal(bind(fd, &a.u.sa, a.len), 0);
+    assert_int_equal(listen(fd, 64), 0);
+    return fd;
+}
+
+/* Two SO_REUSEPORT listeners of one address and name, as an upgrade of a
+ * server with per-loop sockets passes them: one server adopts both and
+ * accepts from both queues (the kernel spreads the clients over them, and
+ * a client of a socket left out would wait unanswered), and owns both. */
+static void reuse_port_pair_is_adopted_whole(const sks_server_ops *ops)
+{
+    char address[SKS_ADDRSTRLEN];
+    int s[2];
+    s[0] = reuse_port_listener("127.0.0.1:0");
+    socket_name(s[0], address, sizeof(address));
+    s[1] = reuse_port_listener(address);
+    place(s, 2);
+    activate(2, "web:web");
+    sks_server *srv = NULL;
+    assert_int_equal(sks_server_new_activated(&srv, ops, "web", echo, NULL),
+                     0);
+    assert_true(has_cloexec(4) && is_nonblocking(4));
+    test_server ts;
+    ts_serve(&ts, srv, 0.01);
+    for (int i = 0; i < 32; i++) {
+        int c = client_connect(address);
+        assert_true(c >= 0);
+        assert_echo(c, "either queue\n");
+        client_close(c);
+    }
+    ts_stop(&ts);
+    assert_false(is_open(3));
+    assert_false(is_open(4));
+    unplace();
+}
+
+static void test_a_reuse_port_pair_is_adopted_whole(void **state)
+{
+    (void)state;
+    reuse_port_pair_is_adopted_whole(&sks_threading_tcp_ops);
+}
+
+static void test_a_reuse_port_pair_is_adopted_whole_fiber(void **state)
+{
+    (void)state;
+    reuse_port_pair_is_adopted_whole(&sks_fiber_tcp_ops);
+}
+
 static void test_activated_udp_socket_is_adopted_blocking(void **state)
 {
     (void)state;
@@ -487,6 +545,8 @@ int main(void)
         cmocka_unit_test(test_from_fd_refuses_misfits_and_leaves_them_open),
         cmocka_unit_test(test_from_fd_serves_an_inherited_ipv6_listener),
         cmocka_unit_test(test_prefork_server_on_an_inherited_socket),
+        cmocka_unit_test(test_a_reuse_port_pair_is_adopted_whole),
+        cmocka_unit_test(test_a_reuse_port_pair_is_adopted_whole_fiber),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
