@@ -38,6 +38,14 @@ LAYOUTS = {
 
 
 def layout():
+    # The hand-written switch's first frame: absent, the program runs the
+    # portable switch (ucontext, then _setjmp), whose mangled contexts
+    # cannot be read back into registers.
+    try:
+        gdb.parse_and_eval("&sks__fctx_start")
+    except gdb.error:
+        raise gdb.GdbError("sks-fiber-bt: this program uses the portable "
+                           "switch, whose saved contexts are not supported")
     arch = gdb.selected_inferior().architecture().name()
     for key, value in LAYOUTS.items():
         if key in arch:
@@ -147,7 +155,10 @@ class FiberList(gdb.Command):
                              fib["f"]["fn"],
                              " handler %s" % fib["tag"] if tag else ""))
                     if want_bt and int(f) != current:
-                        gdb.execute("sks-fiber-bt (sks__fiber *)%d" % int(fib["f"].address))
+                        try:
+                            gdb.execute("sks-fiber-bt (sks__fiber *)%d" % int(fib["f"].address))
+                        except gdb.error as e:
+                            print("    no backtrace: %s" % e)
                     f = fib["all_next"]
         finally:
             start.switch()
