@@ -104,7 +104,7 @@ test-aarch64: check-aarch64
 # over /proc.  What needs /proc says so and skips; the rest must pass.
 .PHONY: test-noproc
 test-noproc: check-cmocka
-	@$(MAKE) --no-print-directory $(TEST_BIN) examples
+	@$(MAKE) --no-print-directory lib $(TEST_BIN) examples
 	@unshare -m true 2>/dev/null || \
 	  { echo "test-noproc: skipped: unshare -m is not permitted here (needs root, CAP_SYS_ADMIN)"; exit 0; }; \
 	unshare -m sh -c 'mount -t tmpfs none /proc && BUILD=$(BUILD) exec ./tests/run_tests.sh $(TEST_BIN) $(TEST_SCRIPTS)'

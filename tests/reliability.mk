@@ -29,7 +29,7 @@ check-valgrind:
 	@command -v valgrind >/dev/null || { echo "valgrind is missing: run  sudo apt-get install valgrind"; exit 1; }
 
 valgrind: check-cmocka check-valgrind
-	@$(MAKE) --no-print-directory $(TEST_BIN)
+	@$(MAKE) --no-print-directory $(TEST_BIN) examples
 	@rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR)
 	@TEST_TIMEOUT=$(VALGRIND_TIMEOUT) \
 	  TEST_WRAP="valgrind $(VALGRIND_FLAGS) --log-file=$(VALGRIND_DIR)/{}.%p.log" \
