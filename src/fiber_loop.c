@@ -31,6 +31,7 @@ struct sks__fib {
     struct sks__floop *loop;
     struct sks__fib *next;              /* run queue */
     struct sks__fib *post_next;         /* posted list (l->lock) */
+    struct sks__fib *taken_next;        /* list take_posted walks (loop) */
     bool on_posted, interrupt;          /* (l->lock) */
     bool interrupt_pending;             /* -EINTR for its next wait */
     struct sks__fib *all_prev, *all_next;
@@ -539,14 +540,18 @@ void sks__floop_cancel(struct sks__floop *l)
 
 static void take_posted(struct sks__floop *l)
 {
+    /* The walk follows taken_next, not post_next: once on_posted is clear
+     * another thread may post f again and rewrite post_next. */
     pthread_mutex_lock(&l->lock);
     struct sks__fib *f = l->posted;
     l->posted = NULL;
-    for (struct sks__fib *p = f; p != NULL; p = p->post_next)
+    for (struct sks__fib *p = f; p != NULL; p = p->post_next) {
         p->on_posted = false;
+        p->taken_next = p->post_next;
+    }
     pthread_mutex_unlock(&l->lock);
     while (f != NULL) {
-        struct sks__fib *next = f->post_next;
+        struct sks__fib *next = f->taken_next;
         pthread_mutex_lock(&l->lock);
         bool intr = f->interrupt;
         f->interrupt = false;
