@@ -209,6 +209,8 @@ static const sks__wait_backend fiber_backend = {
     .wait = fiber_wait,
     .take = fiber_take,
     .give = fiber_give,
+    .drained = sks__floop_read_drained,
+    .empty = sks__floop_read_empty,
 };
 
 /* ------------------------------------------------------------------------ */

@@ -47,6 +47,7 @@ struct sks__fib {
 struct fdwait {
     struct sks__fib *reader, *writer;
     bool registered;                    /* the loop's, until forget */
+    bool empty;                         /* drained, no readiness since */
 };
 
 struct sks__floop {
@@ -75,6 +76,9 @@ struct sks__floop {
 
 #define NOT_IN_HEAP SIZE_MAX
 #define BATCH 256
+/* How long a read parks on the word of sks__floop_read_drained alone
+ * before it tries anyway (see there). */
+#define HINTED_WAIT 0.05
 
 static _Thread_local struct sks__floop *here;
 
@@ -283,7 +287,17 @@ int sks__floop_wait_fd(int fd, bool write, double deadline)
     }
     me->wait_fd = fd;
     me->wait_write = write;
-    int r = park(l, deadline);
+    /* A read that did not try first (sks__floop_read_empty) parks for a
+     * while at most: the short read that marked fd may have left bytes
+     * behind that no readiness will announce. */
+    bool hinted = !write && w->empty;
+    double until = deadline;
+    if (hinted) {
+        double soon = sks__now() + HINTED_WAIT;
+        if (soon < deadline)
+            until = soon;
+    }
+    int r = park(l, until);
     /* Parking may have failed (cancelled, no memory), and the table may
      * have moved while this fiber was parked. */
     w = &l->fds[fd];
@@ -292,7 +306,29 @@ int sks__floop_wait_fd(int fd, bool write, double deadline)
         *waiter = NULL;
     me->wait_fd = -1;
     (void)want(l, fd, w);
+    if (hinted) {
+        w->empty = false;
+        if (r == -ETIMEDOUT && until != deadline)
+            r = 0;                    /* try: the hint may have been wrong */
+    }
     return r;
+}
+
+void sks__floop_read_drained(int fd)
+{
+    struct sks__floop *l = here;
+    /* The mark is cleared by readiness (dispatch), so it is kept only
+     * where readiness is seen while no fiber waits: a registered
+     * descriptor, on a backend that watches those. */
+    if (SKS__POLLER_SEES_UNWAITED && l != NULL && fd >= 0 &&
+        (size_t)fd < l->nfds && l->fds[fd].registered)
+        l->fds[fd].empty = true;
+}
+
+bool sks__floop_read_empty(int fd)
+{
+    struct sks__floop *l = here;
+    return l != NULL && fd >= 0 && (size_t)fd < l->nfds && l->fds[fd].empty;
 }
 
 int sks__floop_sleep(double deadline)
@@ -450,8 +486,11 @@ static void dispatch(struct sks__floop *l, const struct sks__poll_event *ev)
     if ((size_t)ev->fd >= l->nfds)
         return;
     struct fdwait *w = &l->fds[ev->fd];
-    if ((ev->ready & SKS__POLL_READ) && w->reader)
-        wake(w->reader, 0);
+    if (ev->ready & SKS__POLL_READ) {
+        w->empty = false;
+        if (w->reader)
+            wake(w->reader, 0);
+    }
     if ((ev->ready & SKS__POLL_WRITE) && w->writer)
         wake(w->writer, 0);
 }

@@ -25,6 +25,15 @@
 #define SKS__POLLER_POLL 1
 #endif
 
+/* Whether a registered descriptor's readiness is reported while no fiber
+ * waits on it, as epoll's standing registration does (poll's array holds
+ * only the descriptors waited on): the loop's read hint needs it. */
+#ifdef SKS__POLLER_EPOLL
+#define SKS__POLLER_SEES_UNWAITED 1
+#else
+#define SKS__POLLER_SEES_UNWAITED 0
+#endif
+
 struct sks__poller;
 
 /* A ready descriptor: which of its waiters to wake.  fd -1 is a wake-up

@@ -460,6 +460,8 @@ typedef struct sks__wait_backend {
     int (*wait)(struct pollfd *fds, size_t n, double deadline);
     void *(*take)(size_t size);
     void (*give)(void *buf, size_t size);
+    void (*drained)(int fd);
+    bool (*empty)(int fd);
 } sks__wait_backend;
 
 /* poll(2) and the kernel's socket timeouts (wait.c): every thread's
@@ -477,6 +479,9 @@ int sks__wait_prepare(struct sks__conn *c, short events, double left);
 bool sks__wait_lends(void);
 void *sks__wait_take(size_t size);
 void sks__wait_give(void *buf, size_t size);
+/* The backend's read hint (false, and nothing, where it has none). */
+void sks__wait_drained(int fd);
+bool sks__wait_empty(int fd);
 
 /*
  * The system-call layer (io.c): EINTR retried, never SIGPIPE, EAGAIN waited
@@ -758,6 +763,17 @@ void sks__floop_forget(int fd);
  * deadline (sks__now() seconds; INFINITY: none).  0: try again;
  * -ETIMEDOUT, -ECANCELED, -EBUSY (another fiber waits the same way). */
 int sks__floop_wait_fd(int fd, bool write, double deadline);
+/* A read hint, so that a read may wait before it tries (the epoll
+ * server's one recv per readiness): sks__floop_read_drained after a read
+ * on registered fd returned fewer bytes than asked, which on a stream
+ * socket means the kernel had no more; sks__floop_read_empty: whether no
+ * readiness has come for fd since.  A read that parks on the hint alone
+ * parks 50 ms at most, then returns 0 (try): a short read can leave bytes
+ * behind (TCP urgent data; a Unix socket stops at passed descriptors or
+ * changed credentials).  No mark is kept where the poller does not watch
+ * a descriptor nobody waits on (poll: fiber_poller.h). */
+void sks__floop_read_drained(int fd);
+bool sks__floop_read_empty(int fd);
 /* Parks until deadline: 0, or -ECANCELED. */
 int sks__floop_sleep(double deadline);
 /* Lets every other ready fiber run first. */

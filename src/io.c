@@ -11,7 +11,10 @@
  * backend whose sockets are non-blocking (fibers parking on an epoll loop)
  * slots in under these functions without a change above them.  A timeout
  * is reported only once the operation's deadline has passed; EAGAIN before
- * it means "not ready yet" and is waited out.
+ * it means "not ready yet" and is waited out.  One exception, where the
+ * backend keeps a read hint (fibers): a stream read right after a short
+ * one, with no readiness since, waits first, as an epoll server reads once
+ * per readiness instead of a second time for EAGAIN.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -203,9 +206,21 @@ run(struct sks__conn *c, const struct op *op)
         int err = prepare(c, events, deadline, op->kind != OP_PEEK);
         if (err != 0)
             return expired(c, err, deadline);
-        ssize_t r = attempt(c->fd, op);
-        if (r > 0 && op->kind == OP_RECV && c->idle)
-            request_started(c);
+        ssize_t r;
+        if (op->kind == OP_RECV && sks__wait_empty(c->fd)) {
+            /* The last read emptied the socket and no readiness has come
+             * since: this attempt would fail, so wait first. */
+            r = -1;
+            errno = EAGAIN;
+        } else {
+            r = attempt(c->fd, op);
+        }
+        if (r > 0 && op->kind == OP_RECV) {
+            if (c->idle)
+                request_started(c);
+            if ((size_t)r < op->n)
+                sks__wait_drained(c->fd);
+        }
         if (r >= 0)
             return r;
         if (op->lent != NULL && (errno == EAGAIN || errno == EWOULDBLOCK)) {

@@ -66,6 +66,19 @@ void sks__wait_give(void *buf, size_t size)
         free(buf);
 }
 
+void sks__wait_drained(int fd)
+{
+    const sks__wait_backend *b = backend();
+    if (b->drained != NULL)
+        b->drained(fd);
+}
+
+bool sks__wait_empty(int fd)
+{
+    const sks__wait_backend *b = backend();
+    return b->empty != NULL && b->empty(fd);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The blocking backend                                                      */
 
