@@ -1278,7 +1278,7 @@ SKS_EXTERN const sks_addr *sks_request_proxy_address(const sks_request *req);
  */
 typedef struct sks__conn sks_conn;
 
-#define SKS_TRANSPORT_VERSION 1
+#define SKS_TRANSPORT_VERSION 2
 
 /*
  * A transport's table (const, designated initializers).  Every member but
@@ -1307,6 +1307,15 @@ typedef struct sks__conn sks_conn;
  *   close     Releases the per-connection state; always called once after
  *             a successful start, whatever became of the connection.  The
  *             socket itself is closed by the server (shutdown_request).
+ *   await_input  (version 2) Waits, holding no buffer of the caller's,
+ *             until recv would not wait for the peer (input the transport
+ *             holds already, bytes or an end on the socket): 0, or -errno
+ *             (-ETIMEDOUT at the deadline, as recv).  0 may be early: recv
+ *             then waits itself.  Under the fiber model the stream layer
+ *             calls it before each read with nothing buffered, so that an
+ *             idle connection holds no read buffer, as a plain one does.
+ *             NULL (or a version-1 table): the connection keeps its
+ *             buffer.
  */
 typedef struct sks_transport {
     unsigned version;            /* SKS_TRANSPORT_VERSION */
@@ -1317,6 +1326,7 @@ typedef struct sks_transport {
     ssize_t (*send_file)(sks_conn *c, int in_fd, off_t *offset, size_t n);
     void (*shutdown)(sks_conn *c);
     void (*close)(sks_conn *c);
+    int (*await_input)(sks_conn *c);   /* version 2 */
 } sks_transport;
 
 /* The plain socket transport, every connection's unless the server says

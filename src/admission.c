@@ -60,8 +60,10 @@ bool sks__shed_one(sks_server *srv)
     for (sks_request *r = srv->inflight; r != NULL; r = r->next) {
         if (atomic_load(&r->wait.shed))
             continue;
-        double i = atomic_load(&r->wait.idle_since);
-        double w = atomic_load(&r->wait.waiting_since);
+        double i = atomic_load_explicit(&r->wait.idle_since,
+                                        memory_order_relaxed);
+        double w = atomic_load_explicit(&r->wait.waiting_since,
+                                        memory_order_relaxed);
         if (i > 0 && i < idle_since) {
             idle_since = i;
             idle = r;

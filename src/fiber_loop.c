@@ -72,6 +72,7 @@ struct sks__floop {
     atomic_ulong resumes;
     atomic_bool in_fiber;
     _Atomic(sks__floop_tag) running;    /* the tag of the one that runs */
+    double now;                         /* sks__now() at the last poll */
 };
 
 #define NOT_IN_HEAP SIZE_MAX
@@ -293,7 +294,9 @@ int sks__floop_wait_fd(int fd, bool write, double deadline)
     bool hinted = !write && w->empty;
     double until = deadline;
     if (hinted) {
-        double soon = sks__now() + HINTED_WAIT;
+        /* The time of the loop's last poll: no clock read per wait, and a
+         * bound that ends early at worst, costing one attempt. */
+        double soon = l->now + HINTED_WAIT;
         if (soon < deadline)
             until = soon;
     }
@@ -606,10 +609,7 @@ static void take_posted(struct sks__floop *l)
 
 static void expire(struct sks__floop *l)
 {
-    if (l->nheap == 0)
-        return;
-    double now = sks__now();
-    while (l->nheap > 0 && l->heap[0]->deadline <= now)
+    while (l->nheap > 0 && l->heap[0]->deadline <= l->now)
         wake(l->heap[0], -ETIMEDOUT);
 }
 
@@ -619,6 +619,7 @@ int sks__floop_run(struct sks__floop *l)
 
     here = l;
     sks__fiber_thread(&l->sched);
+    l->now = sks__now();
     while (l->nfibers > 0) {
         run_ready(l);
         if (l->nfibers == 0)
@@ -633,6 +634,7 @@ int sks__floop_run(struct sks__floop *l)
             here = NULL;
             return n;
         }
+        l->now = sks__now();
         for (int i = 0; i < n; i++) {
             if (ev[i].fd < 0)
                 take_posted(l);

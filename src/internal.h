@@ -62,7 +62,9 @@ struct sks__conn {
 /*
  * How a connection waits on its client, for SKS_OVERLOAD_SHED_IDLE: the
  * handler's thread writes it (io.c), the accepting loop reads it to pick a
- * connection to shed.  Times are sks__now(); 0: not so.
+ * connection to shed.  Times are sks__now(); 0: not so.  Relaxed: a hint
+ * for the choice, which orders nothing else.  Kept only under that policy
+ * (stream.c sets the connection's watch).
  */
 struct sks__client_wait {
     _Atomic double idle_since;    /* between requests, since */

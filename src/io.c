@@ -51,7 +51,8 @@ static void set_idle(struct sks__conn *c, bool idle)
 {
     c->idle = idle;
     if (c->watch != NULL)
-        atomic_store(&c->watch->idle_since, idle ? sks__now() : 0.0);
+        atomic_store_explicit(&c->watch->idle_since, idle ? sks__now() : 0.0,
+                              memory_order_relaxed);
 }
 
 /*
@@ -248,10 +249,12 @@ __attribute__((always_inline)) static inline ssize_t
 run_watched(struct sks__conn *c, const struct op *op)
 {
     if (c->watch != NULL)
-        atomic_store(&c->watch->waiting_since, sks__now());
+        atomic_store_explicit(&c->watch->waiting_since, sks__now(),
+                              memory_order_relaxed);
     ssize_t r = run(c, op);
     if (c->watch != NULL)
-        atomic_store(&c->watch->waiting_since, 0.0);
+        atomic_store_explicit(&c->watch->waiting_since, 0.0,
+                              memory_order_relaxed);
     return r;
 }
 
@@ -353,10 +356,15 @@ static ssize_t once(struct sks__conn *c, const struct op *op)
         ssize_t r = attempt(c->fd, op);
         if (r > 0 && op->kind == OP_RECV && c->idle && !c->starting)
             request_started(c);
+        if (r < 0 && errno == EINTR)
+            continue;
+        /* The deadline is kept for the sks_conn_wait that follows EAGAIN
+         * only: a later wait with no attempt before takes its own. */
+        if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            c->attempt_deadline = 0;
         if (r >= 0)
             return r;
-        if (errno != EINTR)
-            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     }
 }
 
@@ -376,10 +384,12 @@ int sks_conn_wait(sks_conn *c, short events)
                                                : sks__conn_deadline(c);
     c->attempt_deadline = 0;
     if (c->watch != NULL)
-        atomic_store(&c->watch->waiting_since, sks__now());
+        atomic_store_explicit(&c->watch->waiting_since, sks__now(),
+                              memory_order_relaxed);
     int r = wait_ready(c->fd, events, deadline);
     if (c->watch != NULL)
-        atomic_store(&c->watch->waiting_since, 0.0);
+        atomic_store_explicit(&c->watch->waiting_since, 0.0,
+                              memory_order_relaxed);
     return expired(c, r, deadline);
 }
 

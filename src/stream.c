@@ -18,6 +18,20 @@
 /* ------------------------------------------------------------------------ */
 /* Reader                                                                    */
 
+/* A lent buffer over a layered transport (TLS): given back while the
+ * transport waits for input, taken again to read it. */
+static ssize_t recv_layered_lent(sks_rfile *r)
+{
+    sks__wait_give(r->buf, r->cap);
+    r->buf = NULL;
+    int err = r->conn->transport->await_input(r->conn);
+    if (err != 0)
+        return err;
+    if ((r->buf = sks__wait_take(r->cap)) == NULL)
+        return -ENOMEM;
+    return sks__conn_recv(r->conn, r->buf, r->cap);
+}
+
 /* Reads more input after what is buffered.  Returns bytes added, 0 at end
  * of input, or -errno. */
 static ssize_t fill(sks_rfile *r)
@@ -30,8 +44,10 @@ static ssize_t fill(sks_rfile *r)
         /* Nothing buffered: a lent buffer goes back while the read waits
          * (an idle fiber holds none; see sks__conn_recv_lent). */
         r->pos = r->end = 0;
-        n = r->lent ? sks__conn_recv_lent(r->conn, &r->buf, r->cap)
-                    : sks__conn_recv(r->conn, r->buf, r->cap);
+        n = !r->lent ? sks__conn_recv(r->conn, r->buf, r->cap)
+            : r->conn->transport == &sks_plain_transport
+                ? sks__conn_recv_lent(r->conn, &r->buf, r->cap)
+                : recv_layered_lent(r);
     } else {
         if (r->end == r->cap && r->pos > 0) {
             memmove(r->buf, r->buf + r->pos, r->end - r->pos);
@@ -328,7 +344,10 @@ int sks_stream_setup(sks_handler *h)
     /* The timeout is a deadline the I/O layer keeps, per operation, not a
      * socket option set here: see "Waiting in one place" in DESIGN.md. */
     h->conn = sks__conn_make(fd, cls->timeout);
-    h->conn.watch = &h->request->wait;
+    /* Only shedding reads what a connection waits on: elsewhere it would
+     * cost every read and write two clock reads and two atomic stores. */
+    if (h->server->overload_policy == SKS_OVERLOAD_SHED_IDLE)
+        h->conn.watch = &h->request->wait;
     /* The server's transport (a TLS handshake) before any request. */
     int err = sks__conn_start(&h->conn, h->server);
     if (err != 0)
@@ -336,13 +355,15 @@ int sks_stream_setup(sks_handler *h)
     /* The server's copy of the class: a version-1 class reads as none. */
     sks__conn_limits(&h->conn, cls->request_timeout, cls->idle_timeout);
     /* Where the wait backend lends read buffers (fibers), the first read
-     * takes one: a connection that never sends holds none.  Only on the
-     * plain transport, whose read is the socket's: a lent read bypasses
-     * the table, and another transport (TLS) keeps its own buffers. */
-    h->rf = (struct sks_rfile){ .conn = &h->conn, .owned = true,
-                                .lent = sks__wait_lends() &&
-                                        h->conn.transport ==
-                                            &sks_plain_transport };
+     * takes one: a connection that never sends holds none.  On the plain
+     * transport, whose read is the socket's, and on one that can wait
+     * for input without a buffer (await_input); another keeps its own. */
+    const sks_transport *t = h->conn.transport;
+    h->rf = (struct sks_rfile){
+        .conn = &h->conn, .owned = true,
+        .lent = sks__wait_lends() &&
+                (t == &sks_plain_transport ||
+                 (t->version >= 2 && t->await_input != NULL)) };
     h->rf.cap = cls->rbufsize ? cls->rbufsize : DEFAULT_RBUFSIZE;
     h->rf.buf = h->rf.lent ? NULL : malloc(h->rf.cap);
     h->wf = (struct sks_wfile){ .conn = &h->conn, .cap = cls->wbufsize };

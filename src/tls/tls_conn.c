@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +234,27 @@ static ssize_t tls_send(sks_conn *c, const void *buf, size_t n)
     return transfer(c, (void *)buf, n, true); /* SSL_write only reads it */
 }
 
+/*
+ * Under fibers, before a read with nothing buffered, holding no buffer: a
+ * record OpenSSL holds already, else a byte or an end on the socket
+ * (peeked, so OpenSSL still reads it), else the wait.  EAGAIN has then
+ * just been seen, so the next byte is an edge the fiber wakes for.
+ */
+static int tls_await_input(sks_conn *c)
+{
+    struct tls_conn *t = sks_conn_state(c);
+    if (SSL_has_pending(t->ssl))
+        return 0;
+    char b;
+    ssize_t r;
+    do
+        r = recv(sks_conn_fd(c), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return sks_conn_wait(c, POLLIN);
+    return 0;                    /* input, an end or an error: recv says */
+}
+
 /* One close_notify, never a wait for the peer's: the connection is closed
  * next, and a peer that does not answer must not hold the worker.  None
  * after a fatal error (OpenSSL would refuse), nor mid-handshake. */
@@ -259,6 +281,7 @@ const sks_transport sks_tls_transport = {
     .send = tls_send,
     .shutdown = tls_shutdown,
     .close = tls_close,
+    .await_input = tls_await_input,
 };
 
 /* ------------------------------------------------------------------------ */

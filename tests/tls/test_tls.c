@@ -323,6 +323,64 @@ static void test_fiber_echoes_a_megabyte_in_lines(void **state)
     assert_int_equal(atomic_load(&f.probe.errors), 0);
 }
 
+static bool no_read_buffers(void *arg)
+{
+    struct fixture *f = arg;
+    return sks_server_fiber_read_buffers(f->ts.srv) == 0;
+}
+
+static bool one_read_buffer(void *arg)
+{
+    struct fixture *f = arg;
+    return sks_server_fiber_read_buffers(f->ts.srv) == 1;
+}
+
+/* An idle TLS connection under fibers gives its read buffer back while
+ * it waits (the transport's await_input), as a plain one does, and reads
+ * on when the next request comes: the heap-per-connection target. */
+static void test_fiber_idle_tls_connections_hold_no_read_buffer(void **state)
+{
+    (void)state;
+    struct fixture f;
+    sks_tls_cert pairs[2];
+    sks_tls_opts o;
+    struct client c[3];
+    char buf[64];
+
+    default_opts(&o, pairs);
+    serve(&f, &sks_fiber_tcp_ops, &o);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tls_connect(&c[i], f.ts.address, NULL, false, NULL), 1);
+        assert_non_null(exchange(&c[i], "one\n", buf, sizeof(buf)));
+        assert_string_equal(buf, "one\n");
+    }
+    assert_true(wait_until(no_read_buffers, &f, 2000));
+    /* A partial line holds the pool's buffer (so the count is of lent
+     * buffers, and these connections lend theirs), and gives it back. */
+    assert_int_equal(SSL_write(c[0].ssl, "par", 3), 3);
+    assert_true(wait_until(one_read_buffer, &f, 2000));
+    assert_non_null(exchange(&c[0], "tial\n", buf, sizeof(buf)));
+    assert_string_equal(buf, "partial\n");
+    assert_true(wait_until(no_read_buffers, &f, 2000));
+    for (int i = 0; i < 3; i++) {
+        /* Two lines in one record: the second is OpenSSL's already when
+         * the handler reads for it. */
+        assert_non_null(exchange(&c[i], "two\nthree\n", buf, sizeof(buf)));
+        assert_string_equal(buf, "two\n");
+        size_t got = 0;
+        while (got + 1 < sizeof(buf)) {
+            assert_int_equal(SSL_read(c[i].ssl, buf + got, 1), 1);
+            if (buf[got++] == '\n')
+                break;
+        }
+        buf[got] = '\0';
+        assert_string_equal(buf, "three\n");
+        client_end(&c[i], true);
+    }
+    unserve(&f);
+    assert_int_equal(atomic_load(&f.probe.errors), 0);
+}
+
 static void assert_end_without_close_notify_is_an_error(const sks_server_ops *ops)
 {
     struct fixture f;
@@ -615,6 +673,7 @@ int main(void)
         cmocka_unit_test(test_forking_negotiates_version_alpn_and_sni_cert),
         cmocka_unit_test(test_fiber_negotiates_version_alpn_and_sni_cert),
         cmocka_unit_test(test_fiber_echoes_a_megabyte_in_lines),
+        cmocka_unit_test(test_fiber_idle_tls_connections_hold_no_read_buffer),
         cmocka_unit_test(test_end_without_close_notify_reaches_handle_error),
         cmocka_unit_test(test_fiber_end_without_close_notify_reaches_handle_error),
         cmocka_unit_test(test_close_notify_is_a_clean_end),
