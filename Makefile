@@ -49,6 +49,18 @@ LINKNAME := libsockserver.so
 SOFLAGS  := -shared -Wl,-soname,$(SONAME)
 endif
 
+# Optional headers that change what a file compiles to: valgrind's client
+# requests (src/fiber_stack.c, tests/support.c, tests/test_fiber.c).  What
+# is found is recorded in $(OPT_HEADERS_STAMP), rewritten only when it
+# changes, and those files depend on it: a header installed after a first
+# build (make demo, then make valgrind on a new machine) rebuilds them,
+# which its packaged mtime would not.
+OPT_HEADERS := $(wildcard /usr/include/valgrind/memcheck.h /usr/include/valgrind/valgrind.h)
+OPT_HEADERS_STAMP := $(BUILD)/optional-headers
+$(shell mkdir -p $(BUILD) && { [ -f $(OPT_HEADERS_STAMP) ] && \
+  [ "$$(cat $(OPT_HEADERS_STAMP))" = "$(OPT_HEADERS)" ] || \
+  echo "$(OPT_HEADERS)" > $(OPT_HEADERS_STAMP); })
+
 EX_COMMON := examples/common.c
 EX_SRC  := $(filter-out $(EX_COMMON),$(wildcard examples/*.c))
 EX_BIN  := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
@@ -76,6 +88,8 @@ $(BUILD)/obj/%.o: src/%.S | $(BUILD)/obj
 
 $(BUILD)/pic/%.o: src/%.S | $(BUILD)/pic
 	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+
+$(BUILD)/obj/fiber_stack.o $(BUILD)/pic/fiber_stack.o: $(OPT_HEADERS_STAMP)
 
 $(STATIC): $(LIB_OBJ)
 	$(AR) rcs $@ $^
@@ -114,7 +128,7 @@ check-sanitizers:
 # Every header, not -MMD: with several sources on one command line, -MMD
 # records only the last one's, and some tests read src/internal.h.
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) tests/support.h $(wildcard include/*.h src/*.h) \
-		$(STATIC) | $(BUILD)/tests
+		$(STATIC) $(OPT_HEADERS_STAMP) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Itests $< $(TEST_SUPPORT) $(TEST_EXTRA) $(STATIC) -lcmocka $(LDLIBS) -o $@
 
 # The upgrade test's load generator, shared with its benchmark.
@@ -129,7 +143,7 @@ FIBER_SRC := src/fiber_switch.c src/fiber_stack.c src/fiber_ctx_portable.c \
 	src/compat.c
 TEST_BIN  += $(BUILD)/tests/test_fiber_portable
 $(BUILD)/tests/test_fiber_portable: tests/test_fiber.c $(FIBER_SRC) src/internal.h src/compat.h \
-		| $(BUILD)/tests
+		$(OPT_HEADERS_STAMP) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -DSKS_FIBER_PORTABLE $< $(FIBER_SRC) -lcmocka $(LDLIBS) -o $@
 
 # The aarch64 switch (and the fallback there), cross-built static with the
