@@ -368,7 +368,10 @@ struct sks__job {
 };
 
 /* Any thread: f is made ready in the loop's next turn (with -EINTR if
- * interrupt); done, if not NULL, is set under the same lock. */
+ * interrupt); done, if not NULL, is set under the same lock.  The wake-up
+ * is written under it too: once done is seen, the fiber may end, and its
+ * loop be freed, poller and all (TSan saw a helper thread's write race
+ * the eventfd's close). */
 static void post(struct sks__fib *f, bool interrupt, bool *done)
 {
     struct sks__floop *l = f->loop;
@@ -382,8 +385,8 @@ static void post(struct sks__fib *f, bool interrupt, bool *done)
         f->post_next = l->posted;
         l->posted = f;
     }
-    pthread_mutex_unlock(&l->lock);
     sks__poller_wake(l->poller);
+    pthread_mutex_unlock(&l->lock);
 }
 
 static void post_done(struct sks__job *j)
