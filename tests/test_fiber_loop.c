@@ -39,6 +39,16 @@ static void run_and_free(void)
     loop = NULL;
 }
 
+/* Two fibers, first and second in that order, on a new loop, run to the
+ * end. */
+static void run_two(void (*first)(void *), void (*second)(void *))
+{
+    new_loop();
+    assert_int_equal(sks__floop_spawn(loop, first, NULL), 0);
+    assert_int_equal(sks__floop_spawn(loop, second, NULL), 0);
+    run_and_free();
+}
+
 static void nonblocking_pair(int sv[2])
 {
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
@@ -331,10 +341,7 @@ static void test_an_edge_nobody_waited_for_is_not_lost(void **state)
     edge_fd = sv[0];
     edge_peer = sv[1];
     edge_ok = 0;
-    new_loop();
-    assert_int_equal(sks__floop_spawn(loop, edge_reader, NULL), 0);
-    assert_int_equal(sks__floop_spawn(loop, edge_writer, NULL), 0);
-    run_and_free();
+    run_two(edge_reader, edge_writer);
     assert_true(edge_ok);
     assert_int_equal(memcmp(edge_got, "ab", 2), 0);
     close(sv[0]);
@@ -409,10 +416,7 @@ static void test_the_read_hint_is_cleared_and_bounded(void **state)
     hint_fd = sv[0];
     hint_peer = sv[1];
     hint_ok = 0;
-    new_loop();
-    assert_int_equal(sks__floop_spawn(loop, hint_reader, NULL), 0);
-    assert_int_equal(sks__floop_spawn(loop, hint_writer, NULL), 0);
-    run_and_free();
+    run_two(hint_reader, hint_writer);
     assert_int_equal(hint_ok, 3);
     close(sv[0]);
     close(sv[1]);
@@ -456,10 +460,7 @@ static void test_descriptors_never_registered_wait_one_shot(void **state)
     (void)state;
     assert_int_equal(pipe2(foreign_rd, O_NONBLOCK | O_CLOEXEC), 0);
     foreign_ok = 0;
-    new_loop();
-    assert_int_equal(sks__floop_spawn(loop, foreign_reader, NULL), 0);
-    assert_int_equal(sks__floop_spawn(loop, foreign_writer, NULL), 0);
-    run_and_free();
+    run_two(foreign_reader, foreign_writer);
     assert_int_equal(foreign_ok, 2);
     close(foreign_rd[0]);
     close(foreign_rd[1]);
@@ -636,10 +637,7 @@ static void test_blocking_work_runs_on_a_helper_while_fibers_run(void **state)
     assert_int_equal(sks__helpers_start(&helpers, 2), 0);
     job_a = (struct blocking){ .ms = 60 };
     ticks_during = 0;
-    new_loop();
-    assert_int_equal(sks__floop_spawn(loop, offloader, NULL), 0);
-    assert_int_equal(sks__floop_spawn(loop, ticker, NULL), 0);
-    run_and_free();
+    run_two(offloader, ticker);
     sks__helpers_stop(&helpers);
     assert_true(job_a.done);
     assert_true(job_a.on_helper);
